@@ -1,0 +1,64 @@
+"""Helpers for the tests that run inside the test-bed VM. Devices are found by vendor:device,
+never by address."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+SYS_PCI = Path("/sys/bus/pci")
+
+EDU = "1234:11e8"
+IVSHMEM = "1af4:1110"
+NVME = "1b36:0010"
+E1000E = "8086:10d3"
+
+
+def find_pci(ids: str) -> str:
+    vendor, device = (int(x, 16) for x in ids.split(":"))
+    found = []
+    for d in sorted((SYS_PCI / "devices").iterdir()):
+        if (int((d / "vendor").read_text(), 16) == vendor
+                and int((d / "device").read_text(), 16) == device):
+            found.append(d.name)
+    assert found, f"the VM has no {ids} device: check scripts/vm-run's QEMU devices"
+    return found[0]
+
+
+def driver_of(bdf: str) -> str | None:
+    link = SYS_PCI / "devices" / bdf / "driver"
+    return os.path.basename(os.readlink(link)) if link.exists() else None
+
+
+def sysfs_bind(bdf: str, driver: str | None) -> None:
+    """Move ``bdf`` to ``driver`` (None: no driver) through driver_override + drivers_probe."""
+    dev = SYS_PCI / "devices" / bdf
+    if driver_of(bdf) == driver:
+        return
+    (dev / "driver_override").write_text(driver or "\n")
+    if driver_of(bdf) is not None:
+        (dev / "driver" / "unbind").write_text(bdf)
+    if driver is not None:
+        (SYS_PCI / "drivers_probe").write_text(bdf)
+    (dev / "driver_override").write_text("\n")
+    assert driver_of(bdf) == driver, f"{bdf} did not move to {driver}"
+
+
+def wait_for(pred, timeout=10.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def cdev_of(bdf: str) -> Path:
+    """The device's /dev/vfio/devices/vfioN, checked to exist as a node."""
+    vfio_dev = SYS_PCI / "devices" / bdf / "vfio-dev"
+    name = wait_for(lambda: vfio_dev.is_dir() and next(iter(os.listdir(vfio_dev)), None),
+                    what=f"{bdf}/vfio-dev")
+    node = Path("/dev/vfio/devices") / name
+    wait_for(node.exists, what=str(node))
+    return node

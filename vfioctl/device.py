@@ -1,0 +1,524 @@
+"""A VFIO device cdev (``/dev/vfio/devices/vfioN``) and its regions."""
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap as _mmap
+import os
+from dataclasses import dataclass, field
+
+from . import uapi
+from .errors import KernelError, RegionAccessError, UsageError
+from .fd import FdOwner, open_node
+from .ioctl import ioctl
+
+REGION_NAMES = ("bar0", "bar1", "bar2", "bar3", "bar4", "bar5", "rom", "config", "vga")
+IRQ_NAMES = ("intx", "msi", "msix", "err", "req")
+WIDTHS = (1, 2, 4, 8)
+
+_DEVICE_FLAGS = {
+    uapi.VFIO_DEVICE_FLAGS_RESET: "RESET",
+    uapi.VFIO_DEVICE_FLAGS_PCI: "PCI",
+    uapi.VFIO_DEVICE_FLAGS_PLATFORM: "PLATFORM",
+    uapi.VFIO_DEVICE_FLAGS_AMBA: "AMBA",
+    uapi.VFIO_DEVICE_FLAGS_CCW: "CCW",
+    uapi.VFIO_DEVICE_FLAGS_AP: "AP",
+    uapi.VFIO_DEVICE_FLAGS_FSL_MC: "FSL_MC",
+    uapi.VFIO_DEVICE_FLAGS_CAPS: "CAPS",
+    uapi.VFIO_DEVICE_FLAGS_CDX: "CDX",
+}
+_REGION_FLAGS = {
+    uapi.VFIO_REGION_INFO_FLAG_READ: "READ",
+    uapi.VFIO_REGION_INFO_FLAG_WRITE: "WRITE",
+    uapi.VFIO_REGION_INFO_FLAG_MMAP: "MMAP",
+    uapi.VFIO_REGION_INFO_FLAG_CAPS: "CAPS",
+}
+_IRQ_FLAGS = {
+    uapi.VFIO_IRQ_INFO_EVENTFD: "EVENTFD",
+    uapi.VFIO_IRQ_INFO_MASKABLE: "MASKABLE",
+    uapi.VFIO_IRQ_INFO_AUTOMASKED: "AUTOMASKED",
+    uapi.VFIO_IRQ_INFO_NORESIZE: "NORESIZE",
+}
+
+
+def flag_names(value: int, table: dict[int, str]) -> tuple[str, ...]:
+    return tuple(name for bit, name in table.items() if value & bit)
+
+
+def region_index(name: str | int) -> int:
+    """``config``, ``bar0``…``bar5``, ``rom``, ``vga`` or an index → the region index."""
+    if isinstance(name, int):
+        return name
+    key = str(name).strip().lower()
+    if key in REGION_NAMES:
+        return REGION_NAMES.index(key)
+    try:
+        return int(key, 0)
+    except ValueError:
+        raise UsageError(f"unknown region {name!r}",
+                         hint="use config, bar0..bar5, rom, vga or a region index") from None
+
+
+def region_name(index: int) -> str:
+    return REGION_NAMES[index] if index < len(REGION_NAMES) else f"region{index}"
+
+
+# --- public dataclasses --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeviceInfo:
+    flags: int
+    num_regions: int
+    num_irqs: int
+
+    @property
+    def flag_names(self) -> tuple[str, ...]:
+        return flag_names(self.flags, _DEVICE_FLAGS)
+
+    @property
+    def resettable(self) -> bool:
+        return bool(self.flags & uapi.VFIO_DEVICE_FLAGS_RESET)
+
+
+@dataclass(frozen=True)
+class SparseArea:
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class RegionInfo:
+    index: int
+    flags: int
+    size: int
+    offset: int
+    sparse_areas: tuple[SparseArea, ...] | None = None
+    type: tuple[int, int] | None = None  # (type, subtype)
+    msix_mappable: bool = False
+    cap_ids: tuple[int, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return region_name(self.index)
+
+    @property
+    def flag_names(self) -> tuple[str, ...]:
+        return flag_names(self.flags, _REGION_FLAGS)
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.flags & uapi.VFIO_REGION_INFO_FLAG_READ)
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.flags & uapi.VFIO_REGION_INFO_FLAG_WRITE)
+
+    @property
+    def mappable(self) -> bool:
+        return bool(self.flags & uapi.VFIO_REGION_INFO_FLAG_MMAP)
+
+    def mmap_areas(self) -> tuple[SparseArea, ...]:
+        """What may be mmapped: the sparse areas if the kernel listed them, else the whole."""
+        if not self.mappable:
+            return ()
+        if self.sparse_areas is not None:
+            return self.sparse_areas
+        return (SparseArea(0, self.size),)
+
+
+@dataclass(frozen=True)
+class IrqInfo:
+    index: int
+    flags: int
+    count: int
+
+    @property
+    def name(self) -> str:
+        return IRQ_NAMES[self.index] if self.index < len(IRQ_NAMES) else f"irq{self.index}"
+
+    @property
+    def flag_names(self) -> tuple[str, ...]:
+        return flag_names(self.flags, _IRQ_FLAGS)
+
+
+@dataclass(frozen=True)
+class HotResetDevice:
+    segment: int
+    bus: int
+    devfn: int
+    devid: int  # or group_id, by the flags of the answer
+
+    @property
+    def bdf(self) -> str:
+        return f"{self.segment:04x}:{self.bus:02x}:{self.devfn >> 3:02x}.{self.devfn & 7}"
+
+
+@dataclass(frozen=True)
+class HotResetInfo:
+    flags: int
+    devices: tuple[HotResetDevice, ...] = field(default_factory=tuple)
+
+    @property
+    def uses_devid(self) -> bool:
+        return bool(self.flags & uapi.VFIO_PCI_HOT_RESET_FLAG_DEV_ID)
+
+    @property
+    def all_owned(self) -> bool:
+        return bool(self.flags & uapi.VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED)
+
+
+def _parse_caps(buf: bytes, first: int) -> list[tuple[int, int, int]]:
+    """(id, version, offset) of each capability in a VFIO info buffer's chain."""
+    caps, off, seen = [], first, set()
+    hdr_size = ctypes.sizeof(uapi.vfio_info_cap_header)
+    while off and off + hdr_size <= len(buf) and off not in seen:
+        seen.add(off)
+        hdr = uapi.vfio_info_cap_header.from_buffer_copy(buf, off)
+        caps.append((hdr.id, hdr.version, off))
+        off = hdr.next
+    return caps
+
+
+# --- the device ----------------------------------------------------------------------------------
+class Device(FdOwner):
+    """An open VFIO device cdev. Nothing but BIND works until ``bind(iommufd)``."""
+
+    def __init__(self, path: str, *, bdf: str | None = None):
+        fd = open_node(path, "the VFIO device", missing_hint=(
+            "bind the device to vfio-pci first (`vfioctl bind DEVICE`); `vfioctl list --vfio` "
+            "shows the cdevs"))
+        super().__init__(fd, path)
+        self.bdf = bdf
+        self.devid: int | None = None
+        self.attached_pt: int | None = None
+        self._regions: list[Region] = []
+
+    # --- iommufd --------------------------------------------------------------------------------
+    def bind(self, iommufd) -> int:
+        """VFIO_DEVICE_BIND_IOMMUFD against an IommuFD (or a raw fd); returns the devid."""
+        fd = iommufd if isinstance(iommufd, int) else iommufd.fileno()
+        arg = uapi.vfio_device_bind_iommufd(iommufd=fd)
+        self._ioctl(uapi.VFIO_DEVICE_BIND_IOMMUFD, arg, "VFIO_DEVICE_BIND_IOMMUFD")
+        self.devid = arg.out_devid
+        return self.devid
+
+    def attach(self, pt_id) -> int:
+        """VFIO_DEVICE_ATTACH_IOMMUFD_PT to an IOAS (object or id) or HWPT id."""
+        pid = pt_id if isinstance(pt_id, int) else pt_id.id
+        arg = uapi.vfio_device_attach_iommufd_pt(pt_id=pid)
+        self._ioctl(uapi.VFIO_DEVICE_ATTACH_IOMMUFD_PT, arg, "VFIO_DEVICE_ATTACH_IOMMUFD_PT")
+        self.attached_pt = arg.pt_id
+        return arg.pt_id
+
+    def detach(self) -> None:
+        arg = uapi.vfio_device_detach_iommufd_pt()
+        self._ioctl(uapi.VFIO_DEVICE_DETACH_IOMMUFD_PT, arg, "VFIO_DEVICE_DETACH_IOMMUFD_PT")
+        self.attached_pt = None
+
+    # --- info -----------------------------------------------------------------------------------
+    def info(self) -> DeviceInfo:
+        arg = uapi.vfio_device_info()
+        self._ioctl(uapi.VFIO_DEVICE_GET_INFO, arg, "VFIO_DEVICE_GET_INFO")
+        return DeviceInfo(arg.flags, arg.num_regions, arg.num_irqs)
+
+    def region_info(self, index: int | str) -> RegionInfo:
+        idx = region_index(index)
+        arg = uapi.vfio_region_info(index=idx)
+        self._ioctl(uapi.VFIO_DEVICE_GET_REGION_INFO, arg, f"VFIO_DEVICE_GET_REGION_INFO({idx})")
+        if not (arg.flags & uapi.VFIO_REGION_INFO_FLAG_CAPS) or arg.argsz <= ctypes.sizeof(arg):
+            return RegionInfo(idx, arg.flags, arg.size, arg.offset)
+        # the capability chain: ask again with room for argsz bytes
+        buf = bytearray(arg.argsz)
+        head = uapi.vfio_region_info(argsz=arg.argsz, index=idx)
+        buf[: ctypes.sizeof(head)] = bytes(head)
+        self._ioctl(uapi.VFIO_DEVICE_GET_REGION_INFO, buf, f"VFIO_DEVICE_GET_REGION_INFO({idx})")
+        arg = uapi.vfio_region_info.from_buffer_copy(buf)
+        sparse, rtype, msix, ids = None, None, False, []
+        for cap_id, _version, off in _parse_caps(bytes(buf), arg.cap_offset):
+            ids.append(cap_id)
+            if cap_id == uapi.VFIO_REGION_INFO_CAP_SPARSE_MMAP:
+                cap = uapi.vfio_region_info_cap_sparse_mmap.from_buffer_copy(buf, off)
+                base = off + ctypes.sizeof(cap)
+                area_t = uapi.vfio_region_sparse_mmap_area
+                sparse = tuple(
+                    SparseArea(a.offset, a.size)
+                    for a in (area_t.from_buffer_copy(buf, base + i * ctypes.sizeof(area_t))
+                              for i in range(cap.nr_areas)))
+            elif cap_id == uapi.VFIO_REGION_INFO_CAP_TYPE:
+                cap = uapi.vfio_region_info_cap_type.from_buffer_copy(buf, off)
+                rtype = (cap.type, cap.subtype)
+            elif cap_id == uapi.VFIO_REGION_INFO_CAP_MSIX_MAPPABLE:
+                msix = True
+        return RegionInfo(idx, arg.flags, arg.size, arg.offset, sparse, rtype, msix, tuple(ids))
+
+    def regions(self) -> list[RegionInfo]:
+        """Every region the device has; indexes the kernel rejects (a non-VGA device's VGA
+        region answers EINVAL) and zero-sized ones (unimplemented BARs) are left out."""
+        return [r for r in self._each(self.region_info, self.info().num_regions) if r.size]
+
+    def irq_info(self, index: int) -> IrqInfo:
+        arg = uapi.vfio_irq_info(index=index)
+        self._ioctl(uapi.VFIO_DEVICE_GET_IRQ_INFO, arg, f"VFIO_DEVICE_GET_IRQ_INFO({index})")
+        return IrqInfo(arg.index, arg.flags, arg.count)
+
+    def irqs(self) -> list[IrqInfo]:
+        """Every IRQ index the device has; those the kernel rejects (ERR on a conventional PCI
+        device answers EINVAL) are left out."""
+        return list(self._each(self.irq_info, self.info().num_irqs))
+
+    @staticmethod
+    def _each(get, count: int):
+        for idx in range(count):
+            try:
+                yield get(idx)
+            except KernelError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+
+    # --- reset ----------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self._ioctl(uapi.VFIO_DEVICE_RESET, 0, "VFIO_DEVICE_RESET")
+
+    def hot_reset_info(self) -> HotResetInfo:
+        arg = uapi.vfio_pci_hot_reset_info()
+        op = "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO"
+        try:
+            self._ioctl(uapi.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, arg, op)
+        except KernelError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+        dev_t = uapi.vfio_pci_dependent_device
+        size = ctypes.sizeof(arg) + arg.count * ctypes.sizeof(dev_t)
+        buf = bytearray(size)
+        buf[: ctypes.sizeof(arg)] = bytes(uapi.vfio_pci_hot_reset_info(argsz=size))
+        self._ioctl(uapi.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buf, op)
+        head = uapi.vfio_pci_hot_reset_info.from_buffer_copy(buf)
+        devs = tuple(
+            HotResetDevice(d.segment, d.bus, d.devfn, d.devid)
+            for d in (dev_t.from_buffer_copy(buf, ctypes.sizeof(head) + i * ctypes.sizeof(dev_t))
+                      for i in range(head.count)))
+        return HotResetInfo(head.flags, devs)
+
+    def hot_reset(self) -> None:
+        """VFIO_DEVICE_PCI_HOT_RESET in the iommufd form: an empty group-fd array."""
+        arg = uapi.vfio_pci_hot_reset(count=0)
+        self._ioctl(uapi.VFIO_DEVICE_PCI_HOT_RESET, arg, "VFIO_DEVICE_PCI_HOT_RESET")
+
+    # --- features and irqs (raw) ----------------------------------------------------------------
+    def feature(self, flags: int, data: bytes = b"") -> bytes:
+        """VFIO_DEVICE_FEATURE with ``flags`` (feature index | GET/SET/PROBE) and payload."""
+        head = uapi.vfio_device_feature(flags=flags)
+        size = ctypes.sizeof(head) + len(data)
+        head.argsz = size
+        buf = bytearray(bytes(head) + data)
+        self._ioctl(uapi.VFIO_DEVICE_FEATURE, buf, "VFIO_DEVICE_FEATURE")
+        return bytes(buf[ctypes.sizeof(head):])
+
+    def set_irqs(self, index: int, flags: int, start: int = 0, count: int = 0,
+                 data: bytes = b"") -> None:
+        head = uapi.vfio_irq_set(flags=flags, index=index, start=start, count=count)
+        head.argsz = ctypes.sizeof(head) + len(data)
+        buf = bytearray(bytes(head) + data)
+        self._ioctl(uapi.VFIO_DEVICE_SET_IRQS, buf, f"VFIO_DEVICE_SET_IRQS({IRQ_NAMES[index] if index < 5 else index})")
+
+    # --- regions --------------------------------------------------------------------------------
+    def region(self, name: str | int) -> Region:
+        idx = region_index(name)
+        try:
+            info = self.region_info(idx)
+        except KernelError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RegionAccessError(
+                    f"{self.path} has no region {region_name(idx)} (index {idx})",
+                    errno=exc.errno, op=exc.op, path=self.path,
+                    hint="`vfioctl info DEVICE` lists the regions") from None
+            raise
+        if info.size == 0:
+            raise RegionAccessError(f"region {info.name} of {self.path} is not implemented "
+                                    "(size 0)", path=self.path,
+                                    hint="`vfioctl info DEVICE` lists the regions")
+        reg = Region(self, info)
+        self._regions.append(reg)
+        return reg
+
+    def _teardown(self) -> None:
+        for reg in reversed(self._regions):
+            reg.close()
+        self._regions.clear()
+
+    def _ioctl(self, request: int, arg, op: str) -> None:
+        ioctl(self.fd, request, arg, op=op, path=self.path)
+
+
+# --- regions -------------------------------------------------------------------------------------
+_CTYPES = {1: ctypes.c_uint8, 2: ctypes.c_uint16, 4: ctypes.c_uint32, 8: ctypes.c_uint64}
+
+
+def check_access(info: RegionInfo, offset: int, length: int, width: int | None = None) -> None:
+    """Bounds and alignment of an access to a region; raises RegionAccessError naming the fix."""
+    if width is not None and width not in WIDTHS:
+        raise RegionAccessError(f"width {width} is not one of 1, 2, 4, 8",
+                                hint="use --width 1, 2, 4 or 8")
+    if offset < 0 or length <= 0:
+        raise RegionAccessError(f"offset {offset:#x} / length {length} is not valid",
+                                hint="use a non-negative offset and a positive length")
+    if offset + length > info.size:
+        raise RegionAccessError(
+            f"offset {offset:#x}+{length:#x} is past the end of region {info.name} "
+            f"(size {info.size:#x})",
+            hint=f"use an offset below {info.size:#x}")
+    if width is not None and offset % width:
+        raise RegionAccessError(f"offset {offset:#x} is not aligned to width {width}",
+                                hint=f"use an offset that is a multiple of {width}")
+
+
+class Region:
+    """A region of a bound device: width-exact pread/pwrite at the region's offset, and mmap."""
+
+    def __init__(self, device: Device, info: RegionInfo):
+        self.device = device
+        self.info = info
+        self._maps: list[MappedRegion] = []
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def size(self) -> int:
+        return self.info.size
+
+    def _need(self, flag: str) -> None:
+        ok = {"read": self.info.readable, "write": self.info.writable}[flag]
+        if not ok:
+            raise RegionAccessError(f"region {self.name} of {self.device.path} is not {flag}able",
+                                    path=self.device.path,
+                                    hint="`vfioctl info DEVICE` shows each region's flags")
+
+    def read(self, offset: int, width: int = 4) -> int:
+        check_access(self.info, offset, width, width)
+        self._need("read")
+        data = self._pread(offset, width)
+        return int.from_bytes(data, "little")
+
+    def write(self, offset: int, value: int, width: int = 4) -> None:
+        check_access(self.info, offset, width, width)
+        self._need("write")
+        if not 0 <= value < (1 << (8 * width)):
+            raise RegionAccessError(f"value {value:#x} does not fit in {width} bytes",
+                                    hint=f"use a value below {1 << (8 * width):#x}")
+        self._pwrite(offset, value.to_bytes(width, "little"))
+
+    def read_bytes(self, offset: int, length: int) -> bytes:
+        check_access(self.info, offset, length)
+        self._need("read")
+        return self._pread(offset, length)
+
+    def write_bytes(self, offset: int, data: bytes) -> None:
+        check_access(self.info, offset, len(data))
+        self._need("write")
+        self._pwrite(offset, bytes(data))
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        pos = self.info.offset + offset
+        try:
+            data = os.pread(self.device.fd, length, pos)
+        except OSError as exc:
+            raise KernelError(f"pread {self.name}+{offset:#x}", exc.errno, self.device.path) from None
+        if len(data) != length:
+            raise KernelError(f"pread {self.name}+{offset:#x} (short: {len(data)} of {length})",
+                              errno.EIO, self.device.path)
+        return data
+
+    def _pwrite(self, offset: int, data: bytes) -> None:
+        pos = self.info.offset + offset
+        try:
+            n = os.pwrite(self.device.fd, data, pos)
+        except OSError as exc:
+            raise KernelError(f"pwrite {self.name}+{offset:#x}", exc.errno, self.device.path) from None
+        if n != len(data):
+            raise KernelError(f"pwrite {self.name}+{offset:#x} (short: {n} of {len(data)})",
+                              errno.EIO, self.device.path)
+
+    def mmap(self) -> MappedRegion:
+        if not self.info.mappable:
+            raise RegionAccessError(f"region {self.name} of {self.device.path} cannot be mmapped",
+                                    path=self.device.path,
+                                    hint="use pread/pwrite access (drop --mmap)")
+        m = MappedRegion(self)
+        self._maps.append(m)
+        return m
+
+    def close(self) -> None:
+        for m in reversed(self._maps):
+            m.close()
+        self._maps.clear()
+
+    def __repr__(self) -> str:
+        return f"<Region {self.name} size={self.size:#x} of {self.device.path}>"
+
+
+class MappedRegion:
+    """The mmappable areas of a region, with width-exact register access by region offset."""
+
+    def __init__(self, region: Region):
+        self.region = region
+        self.areas: list[tuple[SparseArea, _mmap.mmap]] = []
+        try:
+            for area in region.info.mmap_areas():
+                if area.size == 0:
+                    continue
+                mm = _mmap.mmap(region.device.fd, area.size, _mmap.MAP_SHARED,
+                                _mmap.PROT_READ | _mmap.PROT_WRITE,
+                                offset=region.info.offset + area.offset)
+                self.areas.append((area, mm))
+        except OSError as exc:
+            self.close()
+            raise KernelError(f"mmap {region.name}", exc.errno, region.device.path) from None
+
+    def _locate(self, offset: int, length: int, width: int | None) -> tuple[_mmap.mmap, int]:
+        check_access(self.region.info, offset, length, width)
+        for area, mm in self.areas:
+            if area.offset <= offset and offset + length <= area.offset + area.size:
+                return mm, offset - area.offset
+        raise RegionAccessError(
+            f"{self.region.name}+{offset:#x} is outside the region's mmappable areas "
+            f"({', '.join(f'{a.offset:#x}+{a.size:#x}' for a, _ in self.areas) or 'none'})",
+            hint="use pread/pwrite access (drop --mmap) for that offset")
+
+    def _cell(self, offset: int, width: int):
+        mm, off = self._locate(offset, width, width)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+        return _CTYPES[width].from_address(base + off)
+
+    def read(self, offset: int, width: int = 4) -> int:
+        """One load of exactly ``width`` bytes."""
+        return self._cell(offset, width).value
+
+    def write(self, offset: int, value: int, width: int = 4) -> None:
+        """One store of exactly ``width`` bytes."""
+        if not 0 <= value < (1 << (8 * width)):
+            raise RegionAccessError(f"value {value:#x} does not fit in {width} bytes",
+                                    hint=f"use a value below {1 << (8 * width):#x}")
+        self._cell(offset, width).value = value
+
+    def read_bytes(self, offset: int, length: int) -> bytes:
+        mm, off = self._locate(offset, length, None)
+        return mm[off: off + length]
+
+    def write_bytes(self, offset: int, data: bytes) -> None:
+        mm, off = self._locate(offset, len(data), None)
+        mm[off: off + len(data)] = data
+
+    def close(self) -> None:
+        for _, mm in reversed(self.areas):
+            try:
+                mm.close()
+            except BufferError:
+                pass  # a caller still holds a view; the mapping dies with it
+        self.areas.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,75 @@
+"""Base for the objects that own a file descriptor: context manager, ``close()`` safe twice."""
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+from .errors import EnvironmentProblem, KernelError
+
+
+def open_node(path: str, what: str, missing_hint: str) -> int:
+    """open(path, O_RDWR|O_CLOEXEC) with the errors a user can act on."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise EnvironmentProblem(f"{path} does not exist", errno=_errno.ENOENT, op="open",
+                                 path=path, hint=missing_hint) from None
+    except PermissionError as exc:
+        raise EnvironmentProblem(
+            f"permission denied opening {what} {path}", errno=exc.errno, op="open", path=path,
+            hint="run as root, or give your user read/write access to the node "
+                 "(e.g. a udev rule setting its group and mode)") from None
+    except OSError as exc:
+        raise KernelError("open", exc.errno, path) from None
+
+
+class FdOwner:
+    """Owns ``fd``; closes it once. Subclasses override ``_teardown`` for what goes first."""
+
+    path: str
+
+    def __init__(self, fd: int, path: str):
+        self._fd = fd
+        self.path = path
+
+    @property
+    def fd(self) -> int:
+        if self._fd < 0:
+            raise EnvironmentProblem(f"{self.path} is closed", op="use", path=self.path,
+                                     hint="open it again")
+        return self._fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def _teardown(self) -> None:
+        """Release what depends on the fd, in reverse order of creation."""
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            self._teardown()
+        finally:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"fd={self._fd}"
+        return f"<{type(self).__name__} {self.path} {state}>"

@@ -1,0 +1,189 @@
+"""A PCI device as sysfs shows it, and the DEVICE argument every command takes.
+
+DEVICE is a BDF in full or short form (``0000:01:00.0``, ``01:00.0``), a cdev name (``vfio0``)
+or a cdev path (``/dev/vfio/devices/vfio0``). Reads only; binding.py writes.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DeviceNotFound, EnvironmentProblem, NotBoundToVfio, UsageError
+
+SYSFS = Path(os.environ.get("VFIOCTL_SYSFS", "/sys"))
+DEVFS = Path(os.environ.get("VFIOCTL_DEVFS", "/dev"))
+
+_BDF = re.compile(r"^(?:(?P<dom>[0-9a-fA-F]{1,4}):)?(?P<bus>[0-9a-fA-F]{1,2}):"
+                  r"(?P<dev>[0-9a-fA-F]{1,2})\.(?P<fn>[0-7])$")
+_CDEV = re.compile(r"^(?:/dev/vfio/devices/)?(vfio\d+)$")
+
+PCI_CLASS_BRIDGE = 0x06
+
+
+def parse_bdf(text: str) -> str:
+    """Normalise a BDF (``1:0.0`` → ``0000:01:00.0``); UsageError if it is not one."""
+    m = _BDF.match(text.strip())
+    if not m:
+        raise UsageError(f"{text!r} is not a PCI address",
+                         hint="use DDDD:BB:DD.F or BB:DD.F (e.g. 0000:01:00.0 or 01:00.0), "
+                              "a cdev name such as vfio0, or /dev/vfio/devices/vfioN")
+    dom = int(m["dom"] or "0", 16)
+    bus, dev, fn = int(m["bus"], 16), int(m["dev"], 16), int(m["fn"])
+    if dev > 0x1F:
+        raise UsageError(f"{text!r}: device number {dev:#x} is above 0x1f",
+                         hint="a PCI device number is 00..1f")
+    return f"{dom:04x}:{bus:02x}:{dev:02x}.{fn}"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _link_name(path: Path) -> str | None:
+    try:
+        return os.path.basename(os.readlink(path))
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class PciDevice:
+    """One PCI function, read from sysfs when asked (properties are live)."""
+
+    bdf: str
+    sysfs: Path = SYSFS
+    devfs: Path = DEVFS
+
+    @property
+    def path(self) -> Path:
+        return self.sysfs / "bus/pci/devices" / self.bdf
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def _hex(self, name: str) -> int:
+        v = _read(self.path / name)
+        return int(v, 16) if v else 0
+
+    @property
+    def vendor(self) -> int:
+        return self._hex("vendor")
+
+    @property
+    def device(self) -> int:
+        return self._hex("device")
+
+    @property
+    def ids(self) -> str:
+        return f"{self.vendor:04x}:{self.device:04x}"
+
+    @property
+    def pci_class(self) -> int:
+        return self._hex("class")
+
+    @property
+    def is_bridge(self) -> bool:
+        return (self.pci_class >> 16) == PCI_CLASS_BRIDGE
+
+    @property
+    def driver(self) -> str | None:
+        return _link_name(self.path / "driver")
+
+    @property
+    def driver_override(self) -> str | None:
+        v = _read(self.path / "driver_override")
+        return None if v in (None, "", "(null)") else v
+
+    @property
+    def iommu_group(self) -> int | None:
+        g = _link_name(self.path / "iommu_group")
+        return int(g) if g is not None else None
+
+    def group_members(self) -> list[PciDevice]:
+        g = self.iommu_group
+        if g is None:
+            return [self]
+        devs = self.sysfs / "kernel/iommu_groups" / str(g) / "devices"
+        try:
+            names = sorted(os.listdir(devs))
+        except OSError:
+            return [self]
+        return [PciDevice(n, self.sysfs, self.devfs) for n in names]
+
+    @property
+    def vfio_dev_name(self) -> str | None:
+        """``vfioN`` if the kernel created a device cdev for it (sysfs vfio-dev/)."""
+        try:
+            names = os.listdir(self.path / "vfio-dev")
+        except OSError:
+            return None
+        names = [n for n in names if n.startswith("vfio")]
+        return names[0] if names else None
+
+    @property
+    def cdev_path(self) -> Path | None:
+        """The ``/dev/vfio/devices/vfioN`` node, only if it really exists."""
+        name = self.vfio_dev_name
+        if name is None:
+            return None
+        node = self.devfs / "vfio/devices" / name
+        return node if node.exists() else None
+
+    def config(self) -> bytes:
+        """The config space sysfs lets this user read (64 bytes unprivileged, 256+ as root)."""
+        return (self.path / "config").read_bytes()
+
+
+def find_by_cdev(name: str, sysfs: Path = SYSFS, devfs: Path = DEVFS) -> PciDevice:
+    link = sysfs / "class/vfio-dev" / name / "device"
+    try:
+        bdf = os.path.basename(os.readlink(link))
+    except OSError:
+        raise DeviceNotFound(f"no VFIO device cdev {name}", path=str(devfs / "vfio/devices" / name),
+                             hint="`vfioctl list --vfio` lists the cdevs; bind a device with "
+                                  "`vfioctl bind DEVICE`") from None
+    return PciDevice(bdf, sysfs, devfs)
+
+
+def resolve(spec: str, sysfs: Path | None = None, devfs: Path | None = None) -> PciDevice:
+    """The PCI device a DEVICE argument names; it must exist (not necessarily be on vfio)."""
+    sysfs = sysfs or SYSFS
+    devfs = devfs or DEVFS
+    m = _CDEV.match(spec.strip())
+    if m:
+        return find_by_cdev(m[1], sysfs, devfs)
+    if spec.startswith("/"):
+        raise UsageError(f"{spec!r} is not a VFIO device cdev path",
+                         hint="use /dev/vfio/devices/vfioN, vfioN, or a PCI address")
+    dev = PciDevice(parse_bdf(spec), sysfs, devfs)
+    if not dev.exists():
+        raise DeviceNotFound(f"no PCI device {dev.bdf}", path=str(dev.path),
+                             hint="`vfioctl list` shows the PCI devices of this machine")
+    return dev
+
+
+def require_cdev(dev: PciDevice) -> Path:
+    """The cdev of a device bound to vfio-pci, or an error saying what to do."""
+    drv = dev.driver
+    if drv != "vfio-pci":
+        now = f"bound to {drv}" if drv else "bound to no driver"
+        raise NotBoundToVfio(f"{dev.bdf} is not bound to vfio-pci ({now})", path=str(dev.path),
+                             hint=f"run `vfioctl bind {dev.bdf}` first")
+    name = dev.vfio_dev_name
+    if name is None:
+        raise EnvironmentProblem(
+            f"{dev.bdf} is on vfio-pci but has no device cdev (no vfio-dev/ in sysfs)",
+            path=str(dev.path),
+            hint="the kernel needs CONFIG_VFIO_DEVICE_CDEV=y; `vfioctl doctor` checks this")
+    node = dev.devfs / "vfio/devices" / name
+    if not node.exists():
+        raise EnvironmentProblem(
+            f"{dev.bdf} has cdev {name} in sysfs but {node} does not exist", path=str(node),
+            hint="udev did not create the node: mount devtmpfs on /dev, or create it with "
+                 f"`mknod {node} c $(tr : ' ' < {dev.path}/vfio-dev/{name}/dev)`")
+    return node
