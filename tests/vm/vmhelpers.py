@@ -3,6 +3,7 @@ never by address."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -62,3 +63,52 @@ def cdev_of(bdf: str) -> Path:
     node = Path("/dev/vfio/devices") / name
     wait_for(node.exists, what=str(node))
     return node
+
+
+def run_cli(*args: str, user: int | None = None) -> tuple[int, str, str]:
+    """Run ``vfioctl ARGS`` in a fresh process: (exit status, stdout, stderr).
+
+    With ``user``, the child drops to that uid/gid after fork (the interpreter is under /root,
+    which other users cannot enter, so it cannot simply be exec'ed as them).
+    """
+    import subprocess
+    import sys
+
+    if user is None:
+        p = subprocess.run([sys.executable, "-m", "vfioctl", *args], capture_output=True,
+                           text=True, timeout=120)
+        return p.returncode, p.stdout, p.stderr
+    import vfioctl.cli  # noqa: F401  (import before dropping privileges)
+    import vfioctl.session  # noqa: F401
+    import vfioctl.probe  # noqa: F401
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 99
+        try:
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            sys.stdout = open(1, "w", closefd=False)  # not pytest's capture objects
+            sys.stderr = open(2, "w", closefd=False)
+            os.setgroups([])
+            os.setgid(user)
+            os.setuid(user)
+            from vfioctl.cli import main
+            main(list(args), prog_name="vfioctl", standalone_mode=True)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(out_w)
+    os.close(err_w)
+    with os.fdopen(out_r) as o, os.fdopen(err_r) as e:
+        out, err = o.read(), e.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out, err
