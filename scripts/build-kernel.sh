@@ -46,7 +46,7 @@ aptdir="$cache/apt"
 mkdir -p "$aptdir/lists/partial" "$aptdir/archives/partial"
 apt_opts=(-o "Dir::Etc::SourceList=$aptdir/sources.list" -o "Dir::Etc::SourceParts=-"
           -o "Dir::State::Lists=$aptdir/lists" -o "Dir::Cache::Archives=$aptdir/archives"
-          -o "APT::Get::List-Cleanup=0" -o "Debug::NoLocking=1")
+          -o "APT::Get::List-Cleanup=0" -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
 
 # --- which source version? --------------------------------------------------------------------
 # Offline-friendly: if the apt lists cannot be refreshed, fall back to the newest downloaded .deb.
@@ -125,7 +125,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # --- build ------------------------------------------------------------------------------------
-log "building bzImage with $jobs jobs (about 25 minutes on 2 cores)"
+log "building bzImage with $jobs jobs (5-25 minutes on 2 cores)"
 start=$(date +%s)
 make_k -s -j"$jobs" bzImage
 make_k -s headers_install INSTALL_HDR_PATH="$work/headers"

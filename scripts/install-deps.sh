@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debs=(qemu-system-x86 udev rsync flex bison bc make gcc libc6-dev libelf-dev libssl-dev xz-utils
-      cpio kmod)
+      cpio kmod e2fsprogs iproute2)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -41,6 +41,9 @@ def command(group, name=None, **kw):
             as_json = kwargs.get("as_json", False)
             try:
                 return fn(*args, **kwargs)
+            except BrokenPipeError:  # `vfioctl list | head`: the reader left; say nothing
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                sys.exit(1)
             except VfioctlError as exc:
                 if os.environ.get("VFIOCTL_DEBUG"):
                     raise
@@ -269,6 +272,224 @@ def dump(device, region, offset, length, use_mmap, as_json):
                    "data": data.hex()})
     else:
         click.echo("\n".join(hexdump(data, off)))
+
+
+# --- discovery and binding -------------------------------------------------------------------------
+@command(main, "list")
+@click.option("-d", "ids", metavar="VENDOR:DEVICE", help="only devices with these IDs (hex)")
+@click.option("--vfio", "vfio_only", is_flag=True, help="only devices that have a VFIO cdev")
+@json_option
+def list_(ids, vfio_only, as_json):
+    """PCI devices: address, IDs, class, driver, IOMMU group, cdev, vfio viability."""
+    from .discovery import list_devices
+
+    entries = list_devices(ids, vfio_only)
+    if as_json:
+        emit_json([e.to_dict() for e in entries])
+        return
+    click.echo(f"{'BDF':13s} {'IDS':9s} {'CLASS':13s} {'DRIVER':12s} {'GROUP':5s} {'CDEV':24s} "
+               "VIABLE  NAME")
+    for e in entries:
+        name = " ".join(x for x in (e.vendor_name, e.device_name) if x)
+        group = "-" if e.iommu_group is None else str(e.iommu_group)
+        click.echo(f"{e.bdf:13s} {e.ids:9s} {e.class_name:13s} {e.driver or '-':12s} {group:5s} "
+                   f"{e.cdev or '-':24s} {'yes' if e.vfio_viable else 'no':7s} {name}".rstrip())
+
+
+def _devices(specs):
+    from .pci import resolve
+
+    return [resolve(s) for s in specs]
+
+
+def _progress(always: bool):
+    from .binding import tty_progress
+
+    if always:
+        return lambda msg: click.echo(msg, err=True)
+    return tty_progress
+
+
+@command(main)
+@click.argument("devices", nargs=-1, required=True)
+@click.option("--group", is_flag=True, help="also bind the other members of the IOMMU group")
+@click.option("--force", is_flag=True, help="bind even if a netdev is up or a disk is in use")
+@click.option("--dry-run", is_flag=True, help="print each step; change nothing")
+@click.option("--timeout", default=10.0, show_default=True, help="seconds to wait for the cdev")
+@json_option
+def bind(devices, group, force, dry_run, timeout, as_json):
+    """Move DEVICES to vfio-pci, recording their drivers so that `unbind`/`restore` can return them."""
+    from . import binding
+
+    results = binding.bind(_devices(devices), group=group, force=force, dry_run=dry_run,
+                           timeout=timeout, progress=_progress(dry_run and not as_json))
+    if as_json:
+        emit_json({"dry_run": dry_run, "devices": [r.to_dict() for r in results]})
+        return
+    if dry_run:
+        click.echo("dry run: nothing was changed")
+        return
+    for r in results:
+        was = r.original_driver or "(no driver)"
+        state = "bound" if r.changed else "already bound"
+        click.echo(f"{r.bdf}: {state} to vfio-pci (was {was}) -> {r.cdev}")
+
+
+@command(main)
+@click.argument("devices", nargs=-1, required=True)
+@click.option("--driver", metavar="NAME", help="bind to this driver instead of the recorded one")
+@json_option
+def unbind(devices, driver, as_json):
+    """Return DEVICES to their original driver (or --driver NAME). Idempotent."""
+    from . import binding
+
+    results = binding.unbind(_devices(devices), driver=driver, progress=_progress(False))
+    _print_unbound(results, as_json)
+
+
+def _print_unbound(results, as_json):
+    if as_json:
+        emit_json({"devices": [r.to_dict() for r in results]})
+        return
+    if not results:
+        click.echo("nothing to restore")
+    for r in results:
+        verb = "returned to" if r.changed else "already on"
+        click.echo(f"{r.bdf}: {verb} {r.driver or '(no driver)'}")
+
+
+@command(main)
+@json_option
+def restore(as_json):
+    """Return every device vfioctl bound (per /run/vfioctl/state.json) to its original driver."""
+    from . import binding
+
+    _print_unbound(binding.restore(progress=_progress(False)), as_json)
+
+
+@command(main)
+@click.argument("device", required=False)
+@json_option
+def doctor(device, as_json):
+    """Check this machine (and DEVICE) for VFIO cdev + iommufd; each failure with its fix."""
+    from .doctor import diagnose
+    from .pci import resolve
+
+    findings = diagnose(resolve(device) if device else None)
+    ok = all(f.ok for f in findings)
+    if as_json:
+        emit_json({"ok": ok, "checks": [f.to_dict() for f in findings]})
+    else:
+        for f in findings:
+            click.echo(f"[{'PASS' if f.ok else 'FAIL'}] {f.name}: {f.detail}")
+            if not f.ok and f.fix:
+                click.echo(f"       fix: {f.fix}")
+    sys.exit(0 if ok else 1)
+
+
+# --- reset, shell, run ---------------------------------------------------------------------------
+@command(main)
+@click.argument("device")
+@click.option("--hot", is_flag=True, help="PCI hot (secondary bus) reset instead of a function "
+                                          "reset")
+@json_option
+def reset(device, hot, as_json):
+    """Reset DEVICE: VFIO_DEVICE_RESET, or with --hot VFIO_DEVICE_PCI_HOT_RESET (iommufd form)."""
+    from . import session as _session
+    from .errors import EnvironmentProblem
+
+    with _session.open(device) as s:
+        if hot:
+            try:
+                scope = s.device.hot_reset_info()
+            except VfioctlError as exc:
+                raise EnvironmentProblem(
+                    f"{s.pci.bdf} cannot be hot reset here: the topology gives no bus or slot "
+                    f"to reset ({errno_name(exc.errno)})", errno=exc.errno, op=exc.op,
+                    path=exc.path, hint="a device on a root bus has no secondary bus to reset; "
+                                        "use `vfioctl reset DEVICE` if it advertises RESET") from None
+            if not scope.all_owned:
+                others = ", ".join(d.bdf for d in scope.devices)
+                raise EnvironmentProblem(
+                    f"a hot reset of {s.pci.bdf} also resets {others}, not all opened by this "
+                    "iommufd", hint="bind and open every affected device in one session first")
+            s.device.hot_reset()
+            what = "hot reset (" + ", ".join(d.bdf for d in scope.devices) + ")"
+        else:
+            if not s.device.info().resettable:
+                raise EnvironmentProblem(
+                    f"{s.pci.bdf} does not advertise VFIO_DEVICE_RESET (no FLR, PM or bus "
+                    "reset method)", hint="try `vfioctl reset --hot DEVICE` if it sits behind "
+                                          "a bridge; `vfioctl info` shows the hot-reset scope")
+            s.device.reset()
+            what = "function reset"
+    if as_json:
+        emit_json({"device": s.pci.bdf, "reset": "hot" if hot else "function", "ok": True})
+    else:
+        click.echo(f"{s.pci.bdf}: {what} done")
+
+
+def _namespace(s) -> dict:
+    import vfioctl
+
+    ns = {"vfioctl": vfioctl, "session": s, "s": s, "dev": s.device, "ioas": s.ioas,
+          "iommufd": s.iommufd, "config": s.device.config, "dma_alloc": s.dma_alloc,
+          "irq": s.device.enable_irq, "bus_master": s.device.bus_master}
+    present = {r.index for r in s.device.regions()}
+    for i in range(6):
+        ns[f"bar{i}"] = s.region(i) if i in present else None
+    return ns
+
+
+@command(main)
+@click.argument("device")
+def shell(device):
+    """Interactive Python with DEVICE open, bound and attached: dev, bar0..bar5, config,
+    dma_alloc, irq, bus_master, session."""
+    import code
+
+    from . import session as _session
+
+    with _session.open(device) as s:
+        ns = _namespace(s)
+        bars = ", ".join(k for k in sorted(ns) if k.startswith("bar") and ns[k] is not None)
+        banner = (f"vfioctl shell: {s.pci.bdf} ({s.pci.ids}) devid {s.devid}, IOAS {s.ioas.id}\n"
+                  f"names: dev, {bars}, config, dma_alloc(size), irq(index, count), "
+                  "bus_master(), session\nthe session closes when you leave (Ctrl-D)")
+        code.interact(banner=banner, local=ns, exitmsg="vfioctl shell: session closed")
+
+
+@command(main)
+@click.argument("script", type=click.Path(dir_okay=False))
+@click.argument("device")
+@click.argument("args", nargs=-1)
+def run(script, device, args):
+    """Run a bring-up SCRIPT with DEVICE open; it sees the same names as `vfioctl shell`, and
+    sys.argv = [SCRIPT, ARGS...]."""
+    import runpy
+    import traceback
+
+    from . import session as _session
+
+    if not os.path.isfile(script):
+        raise UsageError(f"no script {script}", path=script, hint="give the path of a Python file")
+    with _session.open(device) as s:
+        saved = sys.argv
+        sys.argv = [script, *args]
+        try:
+            runpy.run_path(script, init_globals=_namespace(s), run_name="__main__")
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if code:
+                sys.exit(code)
+        except VfioctlError:
+            raise
+        except Exception:  # the script's own bug: show its traceback, then tear down
+            traceback.print_exc()
+            click.echo(f"error: {script} failed; the session was closed", err=True)
+            sys.exit(1)
+        finally:
+            sys.argv = saved
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from .ioctl import ioctl
 REGION_NAMES = ("bar0", "bar1", "bar2", "bar3", "bar4", "bar5", "rom", "config", "vga")
 IRQ_NAMES = ("intx", "msi", "msix", "err", "req")
 WIDTHS = (1, 2, 4, 8)
+PCI_COMMAND = 0x04
+PCI_COMMAND_MASTER = 0x4
 
 _DEVICE_FLAGS = {
     uapi.VFIO_DEVICE_FLAGS_RESET: "RESET",
@@ -191,6 +193,8 @@ class Device(FdOwner):
         self.devid: int | None = None
         self.attached_pt: int | None = None
         self._regions: list[Region] = []
+        self._irqs: list = []  # IrqSets (vfioctl.irq), released before the regions
+        self._config: Region | None = None
 
     # --- iommufd --------------------------------------------------------------------------------
     def bind(self, iommufd) -> int:
@@ -340,10 +344,40 @@ class Device(FdOwner):
         self._regions.append(reg)
         return reg
 
+    # --- interrupts and bus mastering -----------------------------------------------------------
+    def enable_irq(self, index: int | str, count: int = 1):
+        """Wire ``count`` vectors of IRQ ``index`` (intx, msi, msix or a number) to eventfds."""
+        from .irq import IrqSet
+
+        return IrqSet(self, index, count)
+
+    @property
+    def config(self) -> Region:
+        if self._config is None:
+            self._config = self.region("config")
+        return self._config
+
+    def bus_master(self, enable: bool = True) -> bool:
+        """Set or clear the PCI command register's bus-master bit; returns the previous state.
+
+        Devices need it for DMA, and for MSI/MSI-X (a memory write); vfio-pci leaves it clear.
+        """
+        cmd = self.config.read(PCI_COMMAND, 2)
+        new = (cmd | PCI_COMMAND_MASTER) if enable else (cmd & ~PCI_COMMAND_MASTER)
+        if new != cmd:
+            self.config.write(PCI_COMMAND, new, 2)
+        return bool(cmd & PCI_COMMAND_MASTER)
+
     def _teardown(self) -> None:
+        for irq in reversed(list(self._irqs)):
+            try:
+                irq.close()
+            except KernelError:
+                pass  # the fd closing releases them anyway
         for reg in reversed(self._regions):
             reg.close()
         self._regions.clear()
+        self._config = None
 
     def _ioctl(self, request: int, arg, op: str) -> None:
         ioctl(self.fd, request, arg, op=op, path=self.path)

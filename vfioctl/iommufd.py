@@ -118,7 +118,13 @@ class IOAS:
 
     def map(self, buf, iova: int | None = None, *, readable: bool = True, writable: bool = True,
             limit: int | None = None) -> Mapping:
-        """Map a writable buffer at ``iova`` (or one chosen inside the allowed ranges)."""
+        """Map a writable buffer at ``iova`` (or one chosen inside the allowed ranges).
+
+        ``readable``/``writable`` are the device's rights. Note: intel-iommu (VT-d) maps every
+        present page readable (Linux 6.12 ``__domain_mapping`` sets DMA_FL_PTE_PRESENT, which is
+        the READ bit), so there a write-only mapping can still be read by the device; a
+        read-only mapping is enforced.
+        """
         addr, length, keep = buffer_address(buf)
         if addr % PAGE_SIZE or length % PAGE_SIZE:
             raise UsageError(
@@ -138,7 +144,11 @@ class IOAS:
         flags |= uapi.IOMMU_IOAS_MAP_WRITEABLE if writable else 0
         arg = uapi.iommu_ioas_map(flags=flags, ioas_id=self.id, user_va=addr, length=length,
                                   iova=iova)
-        self._ioctl(uapi.IOMMU_IOAS_MAP, arg, "IOMMU_IOAS_MAP")
+        try:
+            self._ioctl(uapi.IOMMU_IOAS_MAP, arg, "IOMMU_IOAS_MAP")
+        except BaseException:
+            del keep  # release the buffer export now, so that the caller may close its mmap
+            raise
         m = Mapping(arg.iova, length, readable, writable)
         self._maps[m.iova] = (m, keep)
         return m

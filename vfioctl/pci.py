@@ -187,3 +187,80 @@ def require_cdev(dev: PciDevice) -> Path:
             hint="udev did not create the node: mount devtmpfs on /dev, or create it with "
                  f"`mknod {node} c $(tr : ' ' < {dev.path}/vfio-dev/{name}/dev)`")
     return node
+
+
+# --- what the host uses a device for (bind's in-use checks) ---------------------------------------
+@dataclass(frozen=True)
+class NetInterface:
+    name: str
+    up: bool
+
+
+@dataclass(frozen=True)
+class BlockDevice:
+    name: str
+    majmin: str
+    mountpoints: tuple[str, ...]
+    holders: tuple[str, ...]
+    swap: bool
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.mountpoints or self.holders or self.swap)
+
+
+IFF_UP = 0x1
+
+
+def net_interfaces(dev: PciDevice) -> list[NetInterface]:
+    out = []
+    try:
+        names = sorted(os.listdir(dev.path / "net"))
+    except OSError:
+        return out
+    for n in names:
+        flags = _read(dev.sysfs / "class/net" / n / "flags") or "0"
+        out.append(NetInterface(n, bool(int(flags, 16) & IFF_UP)))
+    return out
+
+
+def _mounts(proc: Path) -> dict[str, list[str]]:
+    by_dev: dict[str, list[str]] = {}
+    try:
+        for line in (proc / "self/mountinfo").read_text().splitlines():
+            f = line.split()
+            by_dev.setdefault(f[2], []).append(f[4])
+    except OSError:
+        pass
+    return by_dev
+
+
+def _swaps(proc: Path) -> set[str]:
+    try:
+        lines = (proc / "swaps").read_text().splitlines()[1:]
+    except OSError:
+        return set()
+    return {os.path.basename(line.split()[0]) for line in lines if line.strip()}
+
+
+def block_devices(dev: PciDevice, proc: Path = Path("/proc")) -> list[BlockDevice]:
+    """Block devices (disks and partitions) below the PCI device in sysfs, with their users."""
+    base = str(dev.path.resolve())
+    cls = dev.sysfs / "class/block"
+    try:
+        names = sorted(os.listdir(cls))
+    except OSError:
+        return []
+    mounts, swaps = _mounts(proc), _swaps(proc)
+    out = []
+    for n in names:
+        real = os.path.realpath(cls / n)
+        if not real.startswith(base + "/"):
+            continue
+        majmin = _read(cls / n / "dev") or ""
+        try:
+            holders = tuple(sorted(os.listdir(cls / n / "holders")))
+        except OSError:
+            holders = ()
+        out.append(BlockDevice(n, majmin, tuple(mounts.get(majmin, ())), holders, n in swaps))
+    return out

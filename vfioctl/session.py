@@ -70,7 +70,10 @@ class Session:
         try:
             m = self.ioas.map(mem, iova, readable=readable, writable=writable, limit=limit)
         except BaseException:
-            mem.close()
+            try:
+                mem.close()
+            except BufferError:
+                pass  # still exported by a live view; it is freed with that view
             raise
         buf = DmaBuffer(m.iova, length, mem, m)
         self._dma.append(buf)

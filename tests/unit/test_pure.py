@@ -1,0 +1,142 @@
+"""Pure logic: argument parsing, bounds checks, IOVA allocation, hexdump, plan/refusals on a
+fake sysfs tree, and the ioctl seam's errors (the kernel faked at the seam)."""
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from vfioctl import ioctl as seam
+from vfioctl import uapi
+from vfioctl.cli import hexdump
+from vfioctl.device import RegionInfo, check_access, region_index
+from vfioctl.errors import KernelError, RegionAccessError, UsageError
+from vfioctl.iommufd import IOAS, IovaRange, Mapping
+from vfioctl.pci import PciDevice, parse_bdf
+
+
+@pytest.mark.parametrize("text,bdf", [("0000:01:00.0", "0000:01:00.0"), ("01:00.0", "0000:01:00.0"),
+                                      ("1:2.3", "0000:01:02.3"), ("ABCD:ff:1f.7", "abcd:ff:1f.7")])
+def test_parse_bdf(text, bdf):
+    assert parse_bdf(text) == bdf
+
+
+@pytest.mark.parametrize("text", ["", "01:00", "01:00.8", "0000:01:20.0", "zz:00.0", "1:2:3:4.0"])
+def test_parse_bdf_rejects(text):
+    with pytest.raises(UsageError) as exc:
+        parse_bdf(text)
+    assert exc.value.hint
+
+
+def test_region_index():
+    assert region_index("bar0") == 0 and region_index("CONFIG") == 7 and region_index("vga") == 8
+    assert region_index("9") == 9 and region_index("0x3") == 3
+    with pytest.raises(UsageError):
+        region_index("bar6")
+
+
+def test_check_access():
+    info = RegionInfo(0, 7, 0x100, 0)
+    check_access(info, 0xFC, 4, 4)
+    with pytest.raises(RegionAccessError, match="past the end"):
+        check_access(info, 0xFD, 4, 4)
+    with pytest.raises(RegionAccessError, match="not aligned"):
+        check_access(info, 2, 4, 4)
+    with pytest.raises(RegionAccessError, match="width 3"):
+        check_access(info, 0, 3, 3)
+
+
+def test_hexdump():
+    lines = hexdump(bytes(range(0x30, 0x48)), 0x10)
+    assert lines[0] == "00000010  30 31 32 33 34 35 36 37  38 39 3a 3b 3c 3d 3e 3f  |0123456789:;<=>?|"
+    assert lines[1].startswith("00000020  40 41 42 43 44 45 46 47")
+
+
+class _FakeIommufd:
+    closed = False
+    path = "/dev/iommu"
+
+
+def test_allocate_iova_skips_taken_and_honours_limit(monkeypatch):
+    ioas = IOAS(_FakeIommufd(), 2)
+    monkeypatch.setattr(ioas, "iova_ranges", lambda: ([IovaRange(0, (1 << 48) - 1)], 4096))
+    assert ioas.allocate_iova(0x2000) == 0x1000  # never IOVA 0
+    ioas._maps[0x1000] = (Mapping(0x1000, 0x3000, True, True), None)
+    assert ioas.allocate_iova(0x1000) == 0x4000
+    with pytest.raises(UsageError, match="no free IOVA"):
+        ioas.allocate_iova(0x10000, limit=0x8000)
+
+
+def test_seam_fills_argsz_and_names_the_failure(monkeypatch):
+    seen = {}
+
+    def fake(fd, req, arg, mutate=False):
+        seen["argsz"] = arg.argsz
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(seam, "_sys_ioctl", fake)
+    arg = uapi.vfio_device_info()
+    with pytest.raises(KernelError) as exc:
+        seam.ioctl(3, uapi.VFIO_DEVICE_GET_INFO, arg, op="VFIO_DEVICE_GET_INFO", path="/dev/x")
+    assert seen["argsz"] == 24
+    assert exc.value.errno == errno.EINVAL and exc.value.op == "VFIO_DEVICE_GET_INFO"
+    assert str(exc.value) == "VFIO_DEVICE_GET_INFO on /dev/x failed: EINVAL (Invalid argument)"
+
+
+def test_buffer_address_rejects_readonly_and_misaligned():
+    from vfioctl.iommufd import buffer_address
+    with pytest.raises(UsageError, match="read-only"):
+        buffer_address(b"abc")
+    addr, length, keep = buffer_address(bytearray(10))
+    assert length == 10 and addr
+
+
+# --- binding plan on a fake sysfs ------------------------------------------------------------
+def _fake_pci(root, bdf, cls, driver=None, group=1):
+    d = root / "bus/pci/devices" / bdf
+    d.mkdir(parents=True)
+    (d / "class").write_text(f"0x{cls:06x}\n")
+    (d / "vendor").write_text("0x8086\n")
+    (d / "device").write_text("0x1234\n")
+    g = root / "kernel/iommu_groups" / str(group) / "devices"
+    g.mkdir(parents=True, exist_ok=True)
+    (g / bdf).symlink_to(d)
+    (d / "iommu_group").symlink_to(root / "kernel/iommu_groups" / str(group))
+    if driver:
+        drv = root / "bus/pci/drivers" / driver
+        drv.mkdir(parents=True, exist_ok=True)
+        (d / "driver").symlink_to(drv)
+    return PciDevice(bdf, root)
+
+
+def test_plan_refuses_group_members_on_host_drivers(tmp_path):
+    from vfioctl.binding import plan
+    from vfioctl.errors import Refused
+    a = _fake_pci(tmp_path, "0000:00:1f.2", 0x010601)
+    _fake_pci(tmp_path, "0000:00:1f.3", 0x0C0500, driver="i801_smbus")
+    _fake_pci(tmp_path, "0000:00:1f.0", 0x060100)
+    with pytest.raises(Refused) as exc:
+        plan([a], group=False, force=True)
+    assert "0000:00:1f.3 (i801_smbus)" in str(exc.value) and "--group" in exc.value.hint
+    got = plan([a], group=True, force=False)
+    assert sorted(d.bdf for d in got) == ["0000:00:1f.2", "0000:00:1f.3"]
+
+
+def test_plan_refuses_bridges_and_allows_pcieport(tmp_path):
+    from vfioctl.binding import plan
+    from vfioctl.errors import Refused
+    br = _fake_pci(tmp_path, "0000:00:1c.0", 0x060400, driver="pcieport", group=2)
+    ep = _fake_pci(tmp_path, "0000:01:00.0", 0x020000, driver="e1000e", group=2)
+    with pytest.raises(Refused, match="bridge"):
+        plan([br], group=False, force=False)
+    assert [d.bdf for d in plan([ep], group=False, force=False)] == [ep.bdf]
+
+
+def test_state_file_is_written_atomically(tmp_path):
+    from vfioctl.binding import State
+    st = State(tmp_path)
+    with st.locked():
+        st.save({"0000:01:00.0": {"original_driver": "nvme"}})
+    assert st.load() == {"0000:01:00.0": {"original_driver": "nvme"}}
+    assert sorted(os.listdir(tmp_path)) == ["lock", "state.json"]

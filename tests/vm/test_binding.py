@@ -1,0 +1,206 @@
+"""Issue 4 proven in the VM: discovery, safe bind/unbind/restore, refusals, crashes, doctor."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from vmhelpers import E1000E, EDU, NVME, driver_of, find_pci, run_cli, sysfs_bind, wait_for
+
+STATE = Path("/run/vfioctl/state.json")
+ICH9_SATA = "8086:2922"
+ICH9_SMBUS = "8086:2930"
+ICH9_LPC = "8086:2918"
+
+
+def state() -> dict:
+    return json.loads(STATE.read_text()) if STATE.exists() else {}
+
+
+def netdev_of(bdf: str) -> str:
+    return wait_for(lambda: next(iter(os.listdir(f"/sys/bus/pci/devices/{bdf}/net")), None),
+                    what=f"{bdf}'s network interface")
+
+
+@pytest.fixture
+def nvme():
+    bdf = find_pci(NVME)
+    assert driver_of(bdf) == "nvme"
+    yield bdf
+    if driver_of(bdf) != "nvme":  # whatever a test did, leave nvme on its driver
+        sysfs_bind(bdf, "nvme")
+    STATE.unlink(missing_ok=True)
+
+
+def test_list_shows_drivers_groups_cdevs_and_viability(edu):
+    rc, out, err = run_cli("list", "--json")
+    assert rc == 0, err
+    by_bdf = {e["bdf"]: e for e in json.loads(out)}
+    e = by_bdf[edu]
+    assert e["ids"] == EDU and e["driver"] == "vfio-pci" and e["vfio_viable"]
+    assert e["cdev"] and e["cdev"].startswith("/dev/vfio/devices/vfio")
+    nv = by_bdf[find_pci(NVME)]
+    assert nv["driver"] == "nvme" and nv["cdev"] is None and not nv["vfio_viable"]
+    sata = by_bdf[find_pci(ICH9_SATA)]
+    assert len(sata["group_members"]) == 3 and not sata["vfio_viable"]
+    rc, out, _ = run_cli("list", "--json", "--vfio")
+    assert [x["bdf"] for x in json.loads(out)] == [edu]
+    rc, out, _ = run_cli("list", "-d", "1b36:0010")
+    assert rc == 0 and find_pci(NVME) in out and edu not in out
+
+
+def test_nvme_bind_probe_unbind_roundtrip(nvme):
+    assert os.path.exists("/dev/nvme0")
+    rc, out, err = run_cli("bind", nvme)
+    assert rc == 0, err
+    assert "bound to vfio-pci (was nvme) -> /dev/vfio/devices/vfio" in out
+    assert driver_of(nvme) == "vfio-pci"
+    assert state()[nvme]["original_driver"] == "nvme"
+    assert not os.path.exists("/dev/nvme0")
+    rc, out, err = run_cli("probe", nvme, "--json")
+    assert rc == 0 and json.loads(out)["ok"], out + err
+    rc, out, err = run_cli("unbind", nvme)
+    assert rc == 0 and "returned to nvme" in out, err
+    assert driver_of(nvme) == "nvme"
+    wait_for(lambda: os.path.exists("/dev/nvme0"), what="/dev/nvme0")
+    assert nvme not in state()
+    rc, out, err = run_cli("unbind", nvme)  # idempotent
+    assert rc == 0 and "already on nvme" in out, err
+
+
+def test_bind_refuses_a_mounted_disk(nvme, tmp_path):
+    blk = wait_for(lambda: os.path.exists("/dev/nvme0n1") and "/dev/nvme0n1", what="nvme0n1")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "ext2", "-o", "ro", blk, str(mnt)], check=True)
+    try:
+        rc, out, err = run_cli("bind", nvme)
+        assert rc == 2 and f"mounted on {mnt}" in err and "--force" in err, err
+        assert driver_of(nvme) == "nvme" and nvme not in state()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_e1000e_interface_up_is_refused_then_force_binds():
+    bdf = find_pci(E1000E)
+    assert driver_of(bdf) == "e1000e"
+    nif = netdev_of(bdf)
+    subprocess.run(["ip", "link", "set", nif, "up"], check=True)
+    try:
+        rc, out, err = run_cli("bind", bdf)
+        assert rc == 2, (out, err)
+        assert f"network interface {nif} is up" in err and "--force" in err
+        assert driver_of(bdf) == "e1000e"
+        rc, out, err = run_cli("bind", bdf, "--force")
+        assert rc == 0 and driver_of(bdf) == "vfio-pci", err
+        rc, out, err = run_cli("unbind", bdf)
+        assert rc == 0 and driver_of(bdf) == "e1000e", err
+    finally:
+        if driver_of(bdf) != "e1000e":
+            sysfs_bind(bdf, "e1000e")
+        STATE.unlink(missing_ok=True)
+
+
+def test_ich9_group_member_is_refused_naming_the_members():
+    sata, smbus, lpc = find_pci(ICH9_SATA), find_pci(ICH9_SMBUS), find_pci(ICH9_LPC)
+    assert driver_of(smbus) == "i801_smbus"
+    rc, out, err = run_cli("bind", sata)
+    assert rc == 2, (out, err)
+    assert f"{smbus} (i801_smbus)" in err and "--group" in err
+    assert driver_of(sata) is None and driver_of(smbus) == "i801_smbus"
+    rc, out, err = run_cli("bind", sata, "--force")  # --force never overrides the group check
+    assert rc == 2 and "--group" in err
+    rc, out, err = run_cli("bind", lpc)
+    assert rc == 2 and "bridge" in err
+
+
+def test_group_bind_and_restore():
+    sata, smbus = find_pci(ICH9_SATA), find_pci(ICH9_SMBUS)
+    rc, out, err = run_cli("bind", "--group", sata, "--json")
+    try:
+        assert rc == 0, err
+        got = {d["bdf"]: d for d in json.loads(out)["devices"]}
+        assert set(got) == {sata, smbus}
+        assert got[smbus]["original_driver"] == "i801_smbus"
+        assert driver_of(sata) == driver_of(smbus) == "vfio-pci"
+    finally:
+        rc, out, err = run_cli("restore")
+    assert rc == 0, err
+    assert driver_of(smbus) == "i801_smbus" and driver_of(sata) is None
+    assert state() == {}
+    rc, out, err = run_cli("restore")
+    assert rc == 0 and "nothing to restore" in out
+
+
+def test_sigkill_after_unbind_then_restore(nvme):
+    env = dict(os.environ, VFIOCTL_TEST_HOOK="after-unbind:kill")
+    p = subprocess.run([sys.executable, "-m", "vfioctl", "bind", nvme], env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL
+    assert driver_of(nvme) is None  # killed between unbind and probe: no driver
+    assert state()[nvme]["original_driver"] == "nvme"
+    rc, out, err = run_cli("restore")
+    assert rc == 0 and f"{nvme}: returned to nvme" in out, err
+    assert driver_of(nvme) == "nvme"
+    assert open(f"/sys/bus/pci/devices/{nvme}/driver_override").read().strip() == "(null)"
+    wait_for(lambda: os.path.exists("/dev/nvme0"), what="/dev/nvme0")
+
+
+def test_two_binds_at_once(nvme):
+    env = dict(os.environ, VFIOCTL_TEST_HOOK="after-unbind:pause=1.5")
+    cmd = [sys.executable, "-m", "vfioctl", "bind", nvme]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    wait_for(lambda: nvme in state(), what="the first bind's record")
+    second = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    out1, err1 = first.communicate(timeout=60)
+    out2, err2 = second.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, (err1, err2)
+    assert "bound to vfio-pci (was nvme)" in out1
+    assert "already bound to vfio-pci (was nvme)" in out2
+    assert driver_of(nvme) == "vfio-pci"
+    assert run_cli("unbind", nvme)[0] == 0 and driver_of(nvme) == "nvme"
+
+
+def test_dry_run_changes_nothing(nvme):
+    rc, out, err = run_cli("bind", nvme, "--dry-run")
+    assert rc == 0 and "dry run" in out, err
+    assert "driver_override" in err and "drivers_probe" in err
+    assert driver_of(nvme) == "nvme" and state() == {}
+
+
+def test_doctor_passes_in_the_vm(edu):
+    rc, out, err = run_cli("doctor")
+    assert rc == 0, out + err
+    rc, out, err = run_cli("doctor", edu, "--json")
+    assert rc == 0 and json.loads(out)["ok"], out
+    names = [c["name"] for c in json.loads(out)["checks"]]
+    assert "kernel config CONFIG_IOMMUFD" in names and f"{edu} IOMMU group viable" in names
+
+
+def test_doctor_names_a_device_that_is_not_ready():
+    nvme = find_pci(NVME)
+    rc, out, err = run_cli("doctor", nvme)
+    assert rc == 1
+    assert f"[FAIL] {nvme} driver: bound to nvme" in out and f"vfioctl bind {nvme}" in out
+
+
+# --- bad input: one line, exit 2, nothing changed ------------------------------------------------
+def _clean(rc, out, err, needle):
+    assert rc == 2 and "Traceback" not in err, (rc, out, err)
+    first, second = err.strip().splitlines()[:2]
+    assert first.startswith("error: ") and second.startswith("hint: ") and needle in err, err
+
+
+def test_bind_bad_input(nvme):
+    _clean(*run_cli("bind", "0000:00:1e.7"), "no PCI device")
+    _clean(*run_cli("bind", "00:zz.0"), "not a PCI address")
+    _clean(*run_cli("unbind", nvme, "--driver", "no-such-driver"), "no PCI driver named")
+    _clean(*run_cli("bind", nvme, user=65534), "run as root")
+    assert driver_of(nvme) == "nvme" and state() == {}

@@ -1,0 +1,387 @@
+"""Safe bind/unbind through sysfs, with a crash-proof record of each device's original driver.
+
+Every change happens under an exclusive lock (``/run/vfioctl/lock``) so that concurrent
+invocations serialise. Before a device leaves its driver, its original driver is written to
+``/run/vfioctl/state.json`` (atomically: temp file, fsync, rename); ``restore`` returns every
+recorded device even after a crash. If a bind step fails, the device goes back to its original
+driver before the command exits.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .discovery import member_blocks_vfio
+from .errors import BindingError, EnvironmentProblem, Refused, UsageError
+from .pci import PciDevice, block_devices, net_interfaces
+
+VFIO_DRIVER = "vfio-pci"
+STATE_DIR = Path(os.environ.get("VFIOCTL_STATE_DIR", "/run/vfioctl"))
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class BindResult:
+    bdf: str
+    original_driver: str | None
+    cdev: str | None
+    changed: bool
+
+    def to_dict(self) -> dict:
+        return {"bdf": self.bdf, "original_driver": self.original_driver, "cdev": self.cdev,
+                "changed": self.changed}
+
+
+@dataclass(frozen=True)
+class UnbindResult:
+    bdf: str
+    driver: str | None
+    changed: bool
+
+    def to_dict(self) -> dict:
+        return {"bdf": self.bdf, "driver": self.driver, "changed": self.changed}
+
+
+# --- state file and lock -------------------------------------------------------------------------
+class State:
+    """``{bdf: {"original_driver": str|None, "ids": str, "recorded_at": float}}`` on disk."""
+
+    def __init__(self, root: Path = STATE_DIR):
+        self.root = root
+        self.path = root / "state.json"
+
+    def load(self) -> dict[str, dict]:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise EnvironmentProblem(f"cannot read {self.path}: {exc}", path=str(self.path),
+                                     hint="inspect or remove the file; it lists devices whose "
+                                          "original drivers vfioctl recorded") from None
+
+    def save(self, data: dict[str, dict]) -> None:
+        tmp = self.path.with_name(f".state.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dfd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    @contextmanager
+    def locked(self, progress: Progress = _quiet, timeout: float = 120) -> Iterator[State]:
+        try:
+            self.root.mkdir(mode=0o755, parents=True, exist_ok=True)
+            fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except PermissionError:
+            raise EnvironmentProblem(f"cannot write {self.root}", path=str(self.root),
+                                     hint="binding changes drivers: run as root") from None
+        try:
+            deadline = time.monotonic() + timeout
+            told = False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not told:
+                        progress("waiting for another vfioctl to finish binding...")
+                        told = True
+                    if time.monotonic() > deadline:
+                        raise BindingError(
+                            f"another vfioctl held {self.root / 'lock'} for {timeout:.0f} s",
+                            path=str(self.root / "lock"),
+                            hint="wait for it to finish, or find it with `fuser "
+                                 f"{self.root / 'lock'}`") from None
+                    time.sleep(0.05)
+            yield self
+        finally:
+            os.close(fd)  # releases the lock
+
+
+# --- sysfs writes --------------------------------------------------------------------------------
+def _write(path: Path, value: str, what: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except PermissionError:
+        raise EnvironmentProblem(f"permission denied writing {path}", path=str(path),
+                                 hint="binding changes drivers: run as root") from None
+    except OSError as exc:
+        raise BindingError(f"{what} failed: {os.strerror(exc.errno)} ({path})", errno=exc.errno,
+                           op=what, path=str(path)) from None
+
+
+def _drivers(dev: PciDevice) -> Path:
+    return dev.sysfs / "bus/pci/drivers"
+
+
+def driver_exists(dev: PciDevice, name: str) -> bool:
+    return (_drivers(dev) / name).is_dir()
+
+
+def ensure_vfio_driver(dev: PciDevice) -> None:
+    if driver_exists(dev, VFIO_DRIVER):
+        return
+    os.system("modprobe vfio-pci >/dev/null 2>&1")  # best effort; the check below decides
+    if not driver_exists(dev, VFIO_DRIVER):
+        raise EnvironmentProblem("the vfio-pci driver is not available",
+                                 path=str(_drivers(dev) / VFIO_DRIVER),
+                                 hint="load it (`modprobe vfio-pci`); the kernel needs "
+                                      "CONFIG_VFIO_PCI; `vfioctl doctor` checks this")
+
+
+def move_to(dev: PciDevice, driver: str | None) -> None:
+    """Put ``dev`` on ``driver`` (None: no driver) with driver_override + drivers_probe."""
+    _write(dev.path / "driver_override", (driver or "") + "\n", "set driver_override")
+    current = dev.driver
+    if current is not None and current != driver:
+        _write(dev.path / "driver/unbind", dev.bdf, f"unbind from {current}")
+    if driver is not None and dev.driver != driver:
+        _write(dev.sysfs / "bus/pci/drivers_probe", dev.bdf, f"probe {driver}")
+
+
+def _test_hook(point: str) -> None:
+    """VFIOCTL_TEST_HOOK=after-unbind:kill or after-unbind:pause=SECONDS (tests only)."""
+    hook = os.environ.get("VFIOCTL_TEST_HOOK", "")
+    where, _, action = hook.partition(":")
+    if where != point:
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if action.startswith("pause="):
+        time.sleep(float(action.split("=", 1)[1]))
+
+
+def wait_for_cdev(dev: PciDevice, timeout: float, progress: Progress) -> str:
+    deadline = time.monotonic() + timeout
+    told = 0.0
+    while True:
+        node = dev.cdev_path
+        if node is not None:
+            return str(node)
+        now = time.monotonic()
+        if now > deadline:
+            raise BindingError(f"{dev.bdf}: no /dev/vfio/devices node appeared within {timeout:.0f} s",
+                               path=str(dev.path),
+                               hint="check CONFIG_VFIO_DEVICE_CDEV and that devtmpfs or udev "
+                                    "creates /dev/vfio/devices nodes (`vfioctl doctor`)")
+        if now - told >= 1.0:
+            progress(f"waiting for {dev.bdf}'s /dev/vfio/devices node...")
+            told = now
+        time.sleep(0.02)
+
+
+# --- checks --------------------------------------------------------------------------------------
+def in_use_reasons(dev: PciDevice) -> list[str]:
+    reasons = []
+    for nif in net_interfaces(dev):
+        if nif.up:
+            reasons.append(f"network interface {nif.name} is up "
+                           f"(take it down: `ip link set {nif.name} down`)")
+    for blk in block_devices(dev):
+        if blk.mountpoints:
+            reasons.append(f"block device {blk.name} is mounted on {', '.join(blk.mountpoints)} "
+                           f"(unmount it)")
+        if blk.holders:
+            reasons.append(f"block device {blk.name} is held by {', '.join(blk.holders)}")
+        if blk.swap:
+            reasons.append(f"block device {blk.name} is in use as swap (swapoff /dev/{blk.name})")
+    return reasons
+
+
+def plan(devices: list[PciDevice], *, group: bool, force: bool) -> list[PciDevice]:
+    """The devices to bind (with --group, their group's host-bound members too); raises Refused
+    with the reason and the way out."""
+    wanted = {d.bdf: d for d in devices}
+    for d in devices:
+        if d.is_bridge:
+            raise Refused(f"{d.bdf} is a PCI bridge: vfio-pci does not take bridges",
+                          path=str(d.path), hint="bind the devices behind the bridge instead")
+        blockers = [m for m in d.group_members() if m.bdf not in wanted and member_blocks_vfio(m)]
+        if blockers and not group:
+            names = ", ".join(f"{m.bdf} ({m.driver})" for m in blockers)
+            raise Refused(f"{d.bdf}'s IOMMU group {d.iommu_group} has members still on host "
+                          f"drivers: {names}", path=str(d.path),
+                          hint="add --group to bind the whole group (each is recorded and "
+                               "restorable); --force does not override this")
+        for m in blockers:
+            wanted.setdefault(m.bdf, m)
+    targets = list(wanted.values())
+    if not force:
+        for d in targets:
+            if d.is_bridge:
+                continue
+            reasons = in_use_reasons(d)
+            if reasons:
+                raise Refused(f"{d.bdf} is in use: " + "; ".join(reasons), path=str(d.path),
+                              hint="stop using it, or add --force to bind anyway")
+    return [d for d in targets if not d.is_bridge]
+
+
+# --- bind / unbind / restore ---------------------------------------------------------------------
+def require_root(action: str) -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(f"{action} changes kernel drivers and needs root (uid is "
+                                 f"{os.geteuid()})", hint=f"run as root: sudo vfioctl {action} ...")
+
+
+def bind(devices: list[PciDevice], *, group: bool = False, force: bool = False,
+         dry_run: bool = False, timeout: float = 10.0, progress: Progress = _quiet,
+         state: State | None = None) -> list[BindResult]:
+    state = state or State()
+    targets = plan(devices, group=group, force=force)
+    if dry_run:
+        out = []
+        for d in targets:
+            cur = d.driver
+            if cur == VFIO_DRIVER:
+                progress(f"{d.bdf}: already on {VFIO_DRIVER}; nothing to do")
+            else:
+                progress(f"{d.bdf}: record original driver {cur or '(none)'} in {state.path}")
+                progress(f"{d.bdf}: write {VFIO_DRIVER} to {d.path / 'driver_override'}")
+                if cur:
+                    progress(f"{d.bdf}: write {d.bdf} to {d.path / 'driver/unbind'}")
+                progress(f"{d.bdf}: write {d.bdf} to {d.sysfs / 'bus/pci/drivers_probe'}")
+                progress(f"{d.bdf}: wait for /dev/vfio/devices/vfioN")
+            out.append(BindResult(d.bdf, cur, str(d.cdev_path) if d.cdev_path else None, False))
+        return out
+    require_root("bind")
+    ensure_vfio_driver(targets[0])
+    results = []
+    with state.locked(progress):
+        for d in targets:
+            results.append(_bind_one(d, state, timeout, progress))
+    return results
+
+
+def _bind_one(d: PciDevice, state: State, timeout: float, progress: Progress) -> BindResult:
+    records = state.load()
+    original = d.driver
+    if original == VFIO_DRIVER:
+        rec = records.get(d.bdf)
+        cdev = wait_for_cdev(d, timeout, progress)
+        progress(f"{d.bdf}: already on {VFIO_DRIVER} ({cdev})")
+        return BindResult(d.bdf, rec["original_driver"] if rec else None, cdev, False)
+    if d.bdf not in records:
+        records[d.bdf] = {"original_driver": original, "ids": d.ids, "recorded_at": time.time()}
+        state.save(records)
+    else:
+        original = records[d.bdf]["original_driver"]
+    try:
+        progress(f"{d.bdf}: {d.driver or '(no driver)'} -> {VFIO_DRIVER}")
+        _write(d.path / "driver_override", VFIO_DRIVER + "\n", "set driver_override")
+        if d.driver is not None:
+            _write(d.path / "driver/unbind", d.bdf, f"unbind from {d.driver}")
+        _test_hook("after-unbind")
+        _write(d.sysfs / "bus/pci/drivers_probe", d.bdf, f"probe {VFIO_DRIVER}")
+        if d.driver != VFIO_DRIVER:
+            raise BindingError(f"{d.bdf}: {VFIO_DRIVER} did not take the device",
+                               path=str(d.path), hint="see `dmesg` for vfio-pci's reason")
+        cdev = wait_for_cdev(d, timeout, progress)
+    except BaseException as exc:
+        progress(f"{d.bdf}: bind failed; returning it to {original or '(no driver)'}")
+        try:
+            _restore_one(d, original, records, state)
+        except Exception as again:
+            if isinstance(exc, BindingError):
+                exc.hint = (exc.hint or "") + f"; restoring {original} also failed: {again}" \
+                    " (run `vfioctl restore`)"
+        raise
+    return BindResult(d.bdf, original, cdev, True)
+
+
+def _restore_one(d: PciDevice, driver: str | None, records: dict, state: State) -> bool:
+    changed = d.driver != driver or d.driver_override is not None
+    move_to(d, driver)
+    _write(d.path / "driver_override", "\n", "clear driver_override")
+    if driver is not None and d.driver != driver:
+        raise BindingError(f"{d.bdf}: driver {driver} did not take the device back",
+                           path=str(d.path),
+                           hint=f"see `dmesg`; try `vfioctl unbind {d.bdf} --driver NAME`")
+    if d.bdf in records:
+        del records[d.bdf]
+        state.save(records)
+    return changed
+
+
+def unbind(devices: list[PciDevice], *, driver: str | None = None, progress: Progress = _quiet,
+           state: State | None = None) -> list[UnbindResult]:
+    """Return each device to ``driver`` or its recorded original driver. Idempotent."""
+    state = state or State()
+    require_root("unbind")
+    if driver is not None and devices and not driver_exists(devices[0], driver):
+        raise UsageError(f"no PCI driver named {driver!r} is loaded",
+                         hint=f"load it first (`modprobe {driver}`), or check the name in "
+                              "/sys/bus/pci/drivers")
+    out = []
+    with state.locked(progress):
+        records = state.load()
+        for d in devices:
+            rec = records.get(d.bdf)
+            if driver is not None:
+                target = driver
+            elif rec is not None:
+                target = rec["original_driver"]
+            elif d.driver == VFIO_DRIVER:
+                raise UsageError(f"{d.bdf} is on {VFIO_DRIVER} but vfioctl has no record of its "
+                                 "original driver", path=str(d.path),
+                                 hint=f"name it: `vfioctl unbind {d.bdf} --driver NAME`")
+            else:
+                progress(f"{d.bdf}: on {d.driver or '(no driver)'}; nothing to do")
+                out.append(UnbindResult(d.bdf, d.driver, False))
+                continue
+            progress(f"{d.bdf}: {d.driver or '(no driver)'} -> {target or '(no driver)'}")
+            changed = _restore_one(d, target, records, state)
+            out.append(UnbindResult(d.bdf, d.driver, changed))
+    return out
+
+
+def restore(progress: Progress = _quiet, state: State | None = None,
+            sysfs: Path | None = None) -> list[UnbindResult]:
+    """Return every device in the state file to its original driver. Idempotent."""
+    from .pci import SYSFS
+
+    state = state or State()
+    require_root("restore")
+    out = []
+    with state.locked(progress):
+        records = state.load()
+        for bdf, rec in sorted(records.items()):
+            d = PciDevice(bdf, sysfs or SYSFS)
+            if not d.exists():
+                progress(f"{bdf}: gone from this machine; forgetting it")
+                del records[bdf]
+                state.save(records)
+                continue
+            progress(f"{bdf}: {d.driver or '(no driver)'} -> {rec['original_driver'] or '(no driver)'}")
+            changed = _restore_one(d, rec["original_driver"], records, state)
+            out.append(UnbindResult(bdf, d.driver, changed))
+    return out
+
+
+def tty_progress(msg: str) -> None:
+    if sys.stderr.isatty():
+        print(msg, file=sys.stderr, flush=True)
+
+
+__all__ = ["bind", "unbind", "restore", "State", "BindResult", "UnbindResult", "plan",
+           "in_use_reasons"]
