@@ -429,14 +429,21 @@ class Region:
                                     hint="`vfioctl info DEVICE` shows each region's flags")
 
     def read(self, offset: int, width: int = 4) -> int:
-        check_access(self.info, offset, width, width)
-        self._need("read")
-        data = self._pread(offset, width)
-        return int.from_bytes(data, "little")
+        """One pread of exactly ``width`` bytes at ``offset``."""
+        info = self.info
+        if not (width in _CTYPES and 0 <= offset and offset + width <= info.size
+                and not offset % width and info.flags & uapi.VFIO_REGION_INFO_FLAG_READ):
+            check_access(info, offset, width, width)
+            self._need("read")
+        return int.from_bytes(self._pread(offset, width), "little")
 
     def write(self, offset: int, value: int, width: int = 4) -> None:
-        check_access(self.info, offset, width, width)
-        self._need("write")
+        """One pwrite of exactly ``width`` bytes at ``offset``."""
+        info = self.info
+        if not (width in _CTYPES and 0 <= offset and offset + width <= info.size
+                and not offset % width and info.flags & uapi.VFIO_REGION_INFO_FLAG_WRITE):
+            check_access(info, offset, width, width)
+            self._need("write")
         if not 0 <= value < (1 << (8 * width)):
             raise RegionAccessError(f"value {value:#x} does not fit in {width} bytes",
                                     hint=f"use a value below {1 << (8 * width):#x}")
@@ -453,9 +460,11 @@ class Region:
         self._pwrite(offset, bytes(data))
 
     def _pread(self, offset: int, length: int) -> bytes:
-        pos = self.info.offset + offset
+        fd = self.device._fd
+        if fd < 0:
+            fd = self.device.fd  # raises: the device is closed
         try:
-            data = os.pread(self.device.fd, length, pos)
+            data = os.pread(fd, length, self.info.offset + offset)
         except OSError as exc:
             raise KernelError(f"pread {self.name}+{offset:#x}", exc.errno, self.device.path) from None
         if len(data) != length:
@@ -497,6 +506,8 @@ class MappedRegion:
     def __init__(self, region: Region):
         self.region = region
         self.areas: list[tuple[SparseArea, _mmap.mmap]] = []
+        self._bases: list[ctypes.Array] = []  # one export per area: its address, kept alive
+        self._cells: dict[tuple[int, int], ctypes._SimpleCData] = {}
         try:
             for area in region.info.mmap_areas():
                 if area.size == 0:
@@ -505,28 +516,38 @@ class MappedRegion:
                                 _mmap.PROT_READ | _mmap.PROT_WRITE,
                                 offset=region.info.offset + area.offset)
                 self.areas.append((area, mm))
+                self._bases.append(ctypes.c_char.from_buffer(mm))
         except OSError as exc:
             self.close()
             raise KernelError(f"mmap {region.name}", exc.errno, region.device.path) from None
 
-    def _locate(self, offset: int, length: int, width: int | None) -> tuple[_mmap.mmap, int]:
+    def _locate(self, offset: int, length: int, width: int | None) -> tuple[int, int]:
+        """(area number, offset in the area) of an access, checked."""
+        if not self.areas:
+            raise RegionAccessError(f"the mmap of {self.region.name} is closed",
+                                    hint="mmap the region again")
         check_access(self.region.info, offset, length, width)
-        for area, mm in self.areas:
+        for i, (area, _mm) in enumerate(self.areas):
             if area.offset <= offset and offset + length <= area.offset + area.size:
-                return mm, offset - area.offset
+                return i, offset - area.offset
         raise RegionAccessError(
             f"{self.region.name}+{offset:#x} is outside the region's mmappable areas "
             f"({', '.join(f'{a.offset:#x}+{a.size:#x}' for a, _ in self.areas) or 'none'})",
             hint="use pread/pwrite access (drop --mmap) for that offset")
 
     def _cell(self, offset: int, width: int):
-        mm, off = self._locate(offset, width, width)
-        base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
-        return _CTYPES[width].from_address(base + off)
+        """A ctypes integer at the register, checked once and cached until close()."""
+        cell = self._cells.get((offset, width))
+        if cell is None:
+            i, off = self._locate(offset, width, width)
+            cell = _CTYPES[width].from_address(ctypes.addressof(self._bases[i]) + off)
+            self._cells[(offset, width)] = cell
+        return cell
 
     def read(self, offset: int, width: int = 4) -> int:
         """One load of exactly ``width`` bytes."""
-        return self._cell(offset, width).value
+        cell = self._cells.get((offset, width))
+        return (cell if cell is not None else self._cell(offset, width)).value
 
     def write(self, offset: int, value: int, width: int = 4) -> None:
         """One store of exactly ``width`` bytes."""
@@ -536,14 +557,16 @@ class MappedRegion:
         self._cell(offset, width).value = value
 
     def read_bytes(self, offset: int, length: int) -> bytes:
-        mm, off = self._locate(offset, length, None)
-        return mm[off: off + length]
+        i, off = self._locate(offset, length, None)
+        return self.areas[i][1][off: off + length]
 
     def write_bytes(self, offset: int, data: bytes) -> None:
-        mm, off = self._locate(offset, len(data), None)
-        mm[off: off + len(data)] = data
+        i, off = self._locate(offset, len(data), None)
+        self.areas[i][1][off: off + len(data)] = data
 
     def close(self) -> None:
+        self._cells.clear()  # no cached address may outlive the mapping
+        self._bases.clear()
         for _, mm in reversed(self.areas):
             try:
                 mm.close()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs inside the test-bed VM (scripts/demo.sh boots it): what a user sees on a VFIO host.
+set -euo pipefail
+py=${VFIOCTL_PYTHON:-python3}   # scripts/vm-run passes the host's interpreter
+vfioctl() { echo; echo "\$ vfioctl $*"; "$py" -m vfioctl "$@"; }
+
+edu=$("$py" -c 'import vfioctl.discovery as d; print(d.list_devices("1234:11e8")[0].bdf)')
+vfioctl doctor || true
+vfioctl list
+vfioctl bind "$edu"
+vfioctl probe "$edu"
+vfioctl info "$edu"
+vfioctl read "$edu" bar0 0x0                         # edu's ID register
+vfioctl write "$edu" bar0 0x4 0x12345678             # liveness: reads back inverted
+vfioctl read "$edu" bar0 0x4 --mmap
+vfioctl dump "$edu" config 0 64
+vfioctl run scripts/examples/edu_dma.py "$edu" 3000
+vfioctl unbind "$edu"

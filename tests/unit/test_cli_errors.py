@@ -1,0 +1,44 @@
+"""CLI bad input on any machine: one `error:` line, a `hint:` line, exit 2, no traceback."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args):
+    p = subprocess.run([sys.executable, "-m", "vfioctl", *args], capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("probe", "00:zz.0"), "is not a PCI address"),
+    (("read", "1:2:3:4.5", "bar0", "0"), "is not a PCI address"),
+    (("info", "/dev/sda"), "is not a VFIO device cdev path"),
+    (("read", "vfio9999", "bar0", "0"), "no VFIO device cdev vfio9999"),
+    (("read", "0000:7f:1f.7", "bar0", "0"), "no PCI device 0000:7f:1f.7"),
+    (("list", "-d", "xyz"), "is not VENDOR:DEVICE"),
+    (("bind", "0000:7f:1f.7"), "no PCI device"),
+    (("doctor", "0000:7f:1f.7"), "no PCI device"),
+])
+def test_bad_input_is_one_line_with_a_hint(args, needle):
+    rc, out, err = cli(*args)
+    assert rc == 2, (rc, out, err)
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: ")
+    assert needle in lines[0]
+
+
+def test_json_errors_are_json():
+    rc, out, err = cli("read", "00:zz.0", "bar0", "0", "--json")
+    assert rc == 2 and err == ""
+    e = json.loads(out)
+    assert e["error"] == "UsageError" and "PCI address" in e["message"] and e["hint"]
+
+
+def test_usage_errors_from_click_exit_2():
+    rc, out, err = cli("read")
+    assert rc == 2 and "Missing argument" in err
+    rc, out, err = cli("read", "00:01.0", "bar0", "0", "--width", "3")
+    assert rc == 2 and "'3' is not one of" in err
