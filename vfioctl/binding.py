@@ -160,13 +160,17 @@ def move_to(dev: PciDevice, driver: str | None) -> None:
 
 
 def _test_hook(point: str) -> None:
-    """VFIOCTL_TEST_HOOK=after-unbind:kill or after-unbind:pause=SECONDS (tests only)."""
+    """VFIOCTL_TEST_HOOK=after-unbind:kill|fail|pause=SECONDS (tests only): die, fail the step,
+    or pause right after the device left its driver."""
     hook = os.environ.get("VFIOCTL_TEST_HOOK", "")
     where, _, action = hook.partition(":")
     if where != point:
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if action == "fail":
+        raise BindingError(f"simulated failure after the unbind step (VFIOCTL_TEST_HOOK={hook})",
+                           hint="unset VFIOCTL_TEST_HOOK")
     if action.startswith("pause="):
         time.sleep(float(action.split("=", 1)[1]))
 

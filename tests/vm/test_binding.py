@@ -151,6 +151,17 @@ def test_sigkill_after_unbind_then_restore(nvme):
     wait_for(lambda: os.path.exists("/dev/nvme0"), what="/dev/nvme0")
 
 
+def test_a_failed_step_returns_the_device_before_exit(nvme):
+    env = dict(os.environ, VFIOCTL_TEST_HOOK="after-unbind:fail")
+    p = subprocess.run([sys.executable, "-m", "vfioctl", "bind", nvme], env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.startswith("error: simulated failure after the unbind step")
+    assert driver_of(nvme) == "nvme" and state() == {}
+    assert open(f"/sys/bus/pci/devices/{nvme}/driver_override").read().strip() == "(null)"
+    wait_for(lambda: os.path.exists("/dev/nvme0"), what="/dev/nvme0")
+
+
 def test_two_binds_at_once(nvme):
     env = dict(os.environ, VFIOCTL_TEST_HOOK="after-unbind:pause=1.5")
     cmd = [sys.executable, "-m", "vfioctl", "bind", nvme]
