@@ -422,9 +422,10 @@ class Region:
         return self.info.size
 
     def _need(self, flag: str) -> None:
-        ok = {"read": self.info.readable, "write": self.info.writable}[flag]
+        ok, word = {"read": (self.info.readable, "readable"),
+                    "write": (self.info.writable, "writable")}[flag]
         if not ok:
-            raise RegionAccessError(f"region {self.name} of {self.device.path} is not {flag}able",
+            raise RegionAccessError(f"region {self.name} of {self.device.path} is not {word}",
                                     path=self.device.path,
                                     hint="`vfioctl info DEVICE` shows each region's flags")
 

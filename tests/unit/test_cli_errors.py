@@ -20,6 +20,9 @@ def cli(*args):
     (("list", "-d", "xyz"), "is not VENDOR:DEVICE"),
     (("bind", "0000:7f:1f.7"), "no PCI device"),
     (("doctor", "0000:7f:1f.7"), "no PCI device"),
+    (("read", "0000:7f:1f.7", "bar0", "0", "--count", "0"), "--count 0 is not positive"),
+    (("read", "0000:7f:1f.7", "bar0", "zz"), "offset 'zz' is not a number"),
+    (("write", "0000:7f:1f.7", "bar0", "0", "0xfg"), "value '0xfg' is not a number"),
 ])
 def test_bad_input_is_one_line_with_a_hint(args, needle):
     rc, out, err = cli(*args)

@@ -140,3 +140,41 @@ def test_state_file_is_written_atomically(tmp_path):
         st.save({"0000:01:00.0": {"original_driver": "nvme"}})
     assert st.load() == {"0000:01:00.0": {"original_driver": "nvme"}}
     assert sorted(os.listdir(tmp_path)) == ["lock", "state.json"]
+
+
+# --- require_cdev's environment errors on a fake sysfs ----------------------------------------
+def test_require_cdev_errors_name_the_fix(tmp_path):
+    from vfioctl.errors import EnvironmentProblem, NotBoundToVfio
+    from vfioctl.pci import require_cdev
+    dev = _fake_pci(tmp_path / "sys", "0000:01:00.0", 0x020000, driver="e1000e")
+    with pytest.raises(NotBoundToVfio) as exc:
+        require_cdev(dev)
+    assert "bound to e1000e" in str(exc.value) and "vfioctl bind 0000:01:00.0" in exc.value.hint
+    vfio = _fake_pci(tmp_path / "sys", "0000:02:00.0", 0x020000, driver="vfio-pci", group=2)
+    vfio = PciDevice(vfio.bdf, tmp_path / "sys", tmp_path / "dev")
+    with pytest.raises(EnvironmentProblem) as exc:
+        require_cdev(vfio)
+    assert "no device cdev" in str(exc.value) and "CONFIG_VFIO_DEVICE_CDEV" in exc.value.hint
+    (vfio.path / "vfio-dev/vfio3").mkdir(parents=True)
+    (vfio.path / "vfio-dev/vfio3/dev").write_text("511:3\n")
+    with pytest.raises(EnvironmentProblem) as exc:
+        require_cdev(vfio)
+    assert "vfio3" in str(exc.value) and "mknod" in exc.value.hint
+    (tmp_path / "dev/vfio/devices").mkdir(parents=True)
+    (tmp_path / "dev/vfio/devices/vfio3").write_text("")
+    assert require_cdev(vfio) == tmp_path / "dev/vfio/devices/vfio3"
+
+
+def test_region_value_must_fit_the_width():
+    from vfioctl.device import Region
+
+    class Dev:
+        path = "/dev/vfio/devices/vfio0"
+        _fd = -1
+
+    reg = Region(Dev(), RegionInfo(0, 7, 0x100, 0))
+    with pytest.raises(RegionAccessError, match="does not fit in 2 bytes"):
+        reg.write(0, 0x10000, 2)
+    ro = Region(Dev(), RegionInfo(0, 1, 0x100, 0))  # READ only
+    with pytest.raises(RegionAccessError, match="is not writable"):
+        ro.write(0, 1, 4)

@@ -209,6 +209,11 @@ def _clean(rc, out, err, needle):
     assert first.startswith("error: ") and second.startswith("hint: ") and needle in err, err
 
 
+def test_unbind_without_a_record_asks_for_the_driver(edu):
+    _clean(*run_cli("unbind", edu), "no record of its original driver")
+    assert driver_of(edu) == "vfio-pci"
+
+
 def test_bind_bad_input(nvme):
     _clean(*run_cli("bind", "0000:00:1e.7"), "no PCI device")
     _clean(*run_cli("bind", "00:zz.0"), "not a PCI address")

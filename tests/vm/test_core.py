@@ -174,6 +174,16 @@ def test_error_unknown_region_name(edu):
     _assert_clean_error(*run_cli("read", edu, "bar9x", "0"), "unknown region", "config, bar0")
 
 
+def test_error_mmap_of_a_region_that_cannot_be_mapped(edu):
+    _assert_clean_error(*run_cli("read", edu, "config", "0", "--mmap"), "cannot be mmapped",
+                        "drop --mmap")
+
+
+def test_error_value_wider_than_width(edu):
+    _assert_clean_error(*run_cli("write", edu, "bar0", "4", "0x1ffff", "-w", "2"),
+                        "does not fit in 2 bytes")
+
+
 def test_library_errors_are_typed(edu):
     with vfioctl.open(edu) as s:
         with pytest.raises(RegionAccessError):

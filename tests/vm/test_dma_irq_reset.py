@@ -196,6 +196,18 @@ def test_intx_is_unmasked_after_each_event_and_the_next_arrives(edu_s):
     assert irq.events[0] == 3
 
 
+def test_irq_request_errors(edu_s):
+    s, _ = edu_s
+    with pytest.raises(UsageError, match="msi has 1 vector") as exc:
+        s.device.enable_irq("msi", 4)
+    assert "1..1" in exc.value.hint
+    with pytest.raises(UsageError, match="unknown IRQ index"):
+        s.device.enable_irq("nmi")
+    irq = s.device.enable_irq("msi")
+    with pytest.raises(UsageError, match="vector 3"):
+        irq.wait(3, timeout=0.1)
+
+
 @pytest.mark.parametrize("ids", [NVME, E1000E])
 def test_msix_vectors_are_enabled_and_counted(ids):
     bdf = find_pci(ids)
