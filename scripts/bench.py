@@ -81,7 +81,6 @@ def main() -> int:
             print(f"edu {bdf}, {N} reads of bar0+0 per round, {ROUNDS} rounds (median)")
             compare("pread  Region.read(0, 4)", ours_pread, ref_pread)
             compare("mmap   MappedRegion.read(0, 4)", ours_mmap, ref_mmap)
-            del cell
     finally:
         binding.move_to(dev, was)
         (dev.path / "driver_override").write_text("\n")

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -141,7 +142,9 @@ def driver_exists(dev: PciDevice, name: str) -> bool:
 def ensure_vfio_driver(dev: PciDevice) -> None:
     if driver_exists(dev, VFIO_DRIVER):
         return
-    os.system("modprobe vfio-pci >/dev/null 2>&1")  # best effort; the check below decides
+    # best effort (the kernel may have it built in, or no modprobe); the check below decides
+    subprocess.run(["modprobe", "vfio-pci"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=False)
     if not driver_exists(dev, VFIO_DRIVER):
         raise EnvironmentProblem("the vfio-pci driver is not available",
                                  path=str(_drivers(dev) / VFIO_DRIVER),
@@ -149,12 +152,15 @@ def ensure_vfio_driver(dev: PciDevice) -> None:
                                       "CONFIG_VFIO_PCI; `vfioctl doctor` checks this")
 
 
-def move_to(dev: PciDevice, driver: str | None) -> None:
+def move_to(dev: PciDevice, driver: str | None,
+            after_unbind: Callable[[], None] | None = None) -> None:
     """Put ``dev`` on ``driver`` (None: no driver) with driver_override + drivers_probe."""
     _write(dev.path / "driver_override", (driver or "") + "\n", "set driver_override")
     current = dev.driver
     if current is not None and current != driver:
         _write(dev.path / "driver/unbind", dev.bdf, f"unbind from {current}")
+    if after_unbind is not None:
+        after_unbind()
     if driver is not None and dev.driver != driver:
         _write(dev.sysfs / "bus/pci/drivers_probe", dev.bdf, f"probe {driver}")
 
@@ -292,11 +298,7 @@ def _bind_one(d: PciDevice, state: State, timeout: float, progress: Progress) ->
         original = records[d.bdf]["original_driver"]
     try:
         progress(f"{d.bdf}: {d.driver or '(no driver)'} -> {VFIO_DRIVER}")
-        _write(d.path / "driver_override", VFIO_DRIVER + "\n", "set driver_override")
-        if d.driver is not None:
-            _write(d.path / "driver/unbind", d.bdf, f"unbind from {d.driver}")
-        _test_hook("after-unbind")
-        _write(d.sysfs / "bus/pci/drivers_probe", d.bdf, f"probe {VFIO_DRIVER}")
+        move_to(d, VFIO_DRIVER, after_unbind=lambda: _test_hook("after-unbind"))
         if d.driver != VFIO_DRIVER:
             raise BindingError(f"{d.bdf}: {VFIO_DRIVER} did not take the device",
                                path=str(d.path), hint="see `dmesg` for vfio-pci's reason")

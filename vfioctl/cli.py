@@ -104,9 +104,9 @@ def probe(device, as_json):
         header = ("check", "expected", "observed", "result")
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
         click.echo(f"device {report.device}  cdev {report.cdev}  devid {report.devid}")
-        click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
         for r in rows:
-            click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+            click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
         failed = sum(not c.ok for c in report.checks)
         click.echo(f"{len(rows) - failed} passed, {failed} failed")
     sys.exit(0 if report.ok else 1)

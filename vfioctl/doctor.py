@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .discovery import member_blocks_vfio
-from .iommufd import IOMMU_PATH
 from .pci import DEVFS, SYSFS, PciDevice
 
 NEEDED_CONFIG = ("CONFIG_IOMMUFD", "CONFIG_VFIO_DEVICE_CDEV", "CONFIG_VFIO_PCI")
@@ -125,7 +124,7 @@ def _device_findings(dev: PciDevice) -> list[Finding]:
         members = ", ".join(m.bdf for m in dev.group_members())
         out.append(Finding(
             f"{dev.bdf} IOMMU group viable", not blockers,
-            f"group {group}: {members}" + (f"; on host drivers: " + ", ".join(
+            f"group {group}: {members}" + ("; on host drivers: " + ", ".join(
                 f"{m.bdf} ({m.driver})" for m in blockers) if blockers else ""),
             None if not blockers else f"`vfioctl bind --group {dev.bdf}`"))
     node = dev.cdev_path
@@ -149,4 +148,4 @@ def diagnose(device: PciDevice | None = None, sysfs: Path = SYSFS, devfs: Path =
     return out
 
 
-__all__ = ["diagnose", "Finding", "kernel_config", "IOMMU_PATH"]
+__all__ = ["diagnose", "Finding", "kernel_config"]

@@ -224,5 +224,6 @@ def probe(pci: PciDevice, iommu_path: str = IOMMU_PATH) -> ProbeReport:
         if exc.errno == errno.EBUSY:
             raise EnvironmentProblem(f"{pci.bdf} is in use by another process ({exc})",
                                      errno=exc.errno, op=exc.op, path=exc.path,
-                                     hint="close the other user of the device and run again")
+                                     hint="close the other user of the device and run again"
+                                     ) from None
         raise

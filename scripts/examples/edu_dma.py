@@ -1,3 +1,4 @@
+# ruff: noqa: F821  (bar0, bus_master, dma_alloc are provided by `vfioctl run`)
 """Bring-up script for QEMU's edu device: DMA a pattern RAM -> device -> RAM and check it.
 
     vfioctl run scripts/examples/edu_dma.py DEVICE [LENGTH]

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from vmhelpers import E1000E, EDU, NVME, driver_of, find_pci, run_cli, sysfs_bind
+from vmhelpers import E1000E, NVME, driver_of, find_pci, run_cli, sysfs_bind
 
 import vfioctl
 from vfioctl.errors import KernelError, UsageError

@@ -72,7 +72,6 @@ def run_cli(*args: str, user: int | None = None) -> tuple[int, str, str]:
     which other users cannot enter, so it cannot simply be exec'ed as them).
     """
     import subprocess
-    import sys
 
     if user is None:
         p = subprocess.run([sys.executable, "-m", "vfioctl", *args], capture_output=True,
