@@ -209,7 +209,7 @@ def test_irq_request_errors(edu_s):
 
 
 @pytest.mark.parametrize("ids", [NVME, E1000E])
-def test_msix_vectors_are_enabled_and_counted(ids):
+def test_msix_vectors_are_wired_and_counted_via_vfio_trigger(ids):
     bdf = find_pci(ids)
     before = driver_of(bdf)
     sysfs_bind(bdf, "vfio-pci")
