@@ -4,7 +4,7 @@
 # Source: Debian's linux-source-6.12 package, fetched through a private apt configuration that
 # reuses the URI of this machine's own Debian source entry (no registry host is named here).
 # Config: tinyconfig + scripts/kernel.config; every option of the fragment must survive olddefconfig.
-# Cache:  $VFIOCTL_CACHE (default ~/.cache/vfioctl)/kernel/<source version>-<config hash>/
+# Cache:  $VFIOCTL_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/vfioctl)/kernel/<source version>-<config hash>/
 #         holds bzImage, headers/, .config and a COMPLETE marker written last: an interrupted build
 #         never leaves an entry that looks valid.
 # Prints the cache directory on its last line of stdout; everything else goes to stderr.
@@ -12,7 +12,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 fragment="$here/kernel.config"
-cache=${VFIOCTL_CACHE:-$HOME/.cache/vfioctl}
+cache=${VFIOCTL_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/vfioctl}
 suites=${VFIOCTL_KERNEL_SUITES:-"trixie bookworm-backports"}
 package=linux-source-6.12
 jobs=${VFIOCTL_JOBS:-$(nproc)}
