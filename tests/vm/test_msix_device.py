@@ -30,8 +30,9 @@ def e1000e():
     sysfs_bind(bdf, before)
 
 
-@pytest.mark.parametrize("round_", [1, 2, 3])
-def test_e1000e_raises_each_msix_vector(e1000e, round_):
+def test_e1000e_raises_each_msix_vector(e1000e):
+    # One round per boot: moving e1000e back to its host driver and straight out again (as a
+    # repeated test would) tripped the same QEMU 7.2 throttling-timer assertion.
     with vfioctl.open(e1000e) as s:
         s.device.bus_master(True)
         bar0 = s.region("bar0")
