@@ -126,6 +126,21 @@ class IOAS:
         read-only mapping is enforced.
         """
         addr, length, keep = buffer_address(buf)
+        try:
+            iova, flags = self._map_args(addr, length, iova, readable, writable, limit)
+            arg = uapi.iommu_ioas_map(flags=flags, ioas_id=self.id, user_va=addr, length=length,
+                                      iova=iova)
+            self._ioctl(uapi.IOMMU_IOAS_MAP, arg, "IOMMU_IOAS_MAP")
+        except BaseException:
+            del keep  # release the buffer export now, so that the caller may close its mmap
+            raise
+        m = Mapping(arg.iova, length, readable, writable)
+        self._maps[m.iova] = (m, keep)
+        return m
+
+    def _map_args(self, addr: int, length: int, iova: int | None, readable: bool,
+                  writable: bool, limit: int | None) -> tuple[int, int]:
+        """Check a mapping request; the IOVA to use and the IOMMU_IOAS_MAP flags."""
         if addr % PAGE_SIZE or length % PAGE_SIZE:
             raise UsageError(
                 f"buffer at {addr:#x} of {length:#x} bytes is not page aligned "
@@ -142,16 +157,7 @@ class IOAS:
         flags = uapi.IOMMU_IOAS_MAP_FIXED_IOVA
         flags |= uapi.IOMMU_IOAS_MAP_READABLE if readable else 0
         flags |= uapi.IOMMU_IOAS_MAP_WRITEABLE if writable else 0
-        arg = uapi.iommu_ioas_map(flags=flags, ioas_id=self.id, user_va=addr, length=length,
-                                  iova=iova)
-        try:
-            self._ioctl(uapi.IOMMU_IOAS_MAP, arg, "IOMMU_IOAS_MAP")
-        except BaseException:
-            del keep  # release the buffer export now, so that the caller may close its mmap
-            raise
-        m = Mapping(arg.iova, length, readable, writable)
-        self._maps[m.iova] = (m, keep)
-        return m
+        return iova, flags
 
     def unmap(self, iova: int, length: int | None = None) -> int:
         """Unmap what was mapped at ``iova``; returns the number of bytes unmapped."""

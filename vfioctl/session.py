@@ -70,10 +70,7 @@ class Session:
         try:
             m = self.ioas.map(mem, iova, readable=readable, writable=writable, limit=limit)
         except BaseException:
-            try:
-                mem.close()
-            except BufferError:
-                pass  # still exported by a live view; it is freed with that view
+            mem.close()  # IOAS.map released its export of mem before raising
             raise
         buf = DmaBuffer(m.iova, length, mem, m)
         self._dma.append(buf)
