@@ -82,8 +82,7 @@ def main() -> int:
             compare("pread  Region.read(0, 4)", ours_pread, ref_pread)
             compare("mmap   MappedRegion.read(0, 4)", ours_mmap, ref_mmap)
     finally:
-        binding.move_to(dev, was)
-        (dev.path / "driver_override").write_text("\n")
+        binding.return_to(dev, was)
     return 0
 
 

@@ -315,7 +315,9 @@ def _bind_one(d: PciDevice, state: State, timeout: float, progress: Progress) ->
     return BindResult(d.bdf, original, cdev, True)
 
 
-def _restore_one(d: PciDevice, driver: str | None, records: dict, state: State) -> bool:
+def return_to(d: PciDevice, driver: str | None) -> bool:
+    """Put ``d`` back on ``driver`` (None: no driver) and clear driver_override; whether
+    anything changed. Raises BindingError if the driver does not take it."""
     changed = d.driver != driver or d.driver_override is not None
     move_to(d, driver)
     _write(d.path / "driver_override", "\n", "clear driver_override")
@@ -323,6 +325,11 @@ def _restore_one(d: PciDevice, driver: str | None, records: dict, state: State) 
         raise BindingError(f"{d.bdf}: driver {driver} did not take the device back",
                            path=str(d.path),
                            hint=f"see `dmesg`; try `vfioctl unbind {d.bdf} --driver NAME`")
+    return changed
+
+
+def _restore_one(d: PciDevice, driver: str | None, records: dict, state: State) -> bool:
+    changed = return_to(d, driver)
     if d.bdf in records:
         del records[d.bdf]
         state.save(records)

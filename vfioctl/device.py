@@ -412,6 +412,8 @@ class Region:
         self.device = device
         self.info = info
         self._maps: list[MappedRegion] = []
+        #: (offset, width) register accesses already checked, per direction (info is frozen)
+        self._valid: dict[str, set[tuple[int, int]]] = {"read": set(), "write": set()}
 
     @property
     def name(self) -> str:
@@ -429,22 +431,22 @@ class Region:
                                     path=self.device.path,
                                     hint="`vfioctl info DEVICE` shows each region's flags")
 
+    def _check_register(self, offset: int, width: int, what: str) -> None:
+        """Validate a register access (raises naming the fix) and remember it as valid."""
+        check_access(self.info, offset, width, width)
+        self._need(what)
+        self._valid[what].add((offset, width))
+
     def read(self, offset: int, width: int = 4) -> int:
         """One pread of exactly ``width`` bytes at ``offset``."""
-        info = self.info
-        if not (width in _CTYPES and 0 <= offset and offset + width <= info.size
-                and not offset % width and info.flags & uapi.VFIO_REGION_INFO_FLAG_READ):
-            check_access(info, offset, width, width)
-            self._need("read")
+        if (offset, width) not in self._valid["read"]:
+            self._check_register(offset, width, "read")
         return int.from_bytes(self._pread(offset, width), "little")
 
     def write(self, offset: int, value: int, width: int = 4) -> None:
         """One pwrite of exactly ``width`` bytes at ``offset``."""
-        info = self.info
-        if not (width in _CTYPES and 0 <= offset and offset + width <= info.size
-                and not offset % width and info.flags & uapi.VFIO_REGION_INFO_FLAG_WRITE):
-            check_access(info, offset, width, width)
-            self._need("write")
+        if (offset, width) not in self._valid["write"]:
+            self._check_register(offset, width, "write")
         if not 0 <= value < (1 << (8 * width)):
             raise RegionAccessError(f"value {value:#x} does not fit in {width} bytes",
                                     hint=f"use a value below {1 << (8 * width):#x}")

@@ -65,18 +65,18 @@ class IrqSet:
         return vector
 
     # --- actions --------------------------------------------------------------------------------
+    def _action(self, action: int, vector: int) -> None:
+        self._set(uapi.VFIO_IRQ_SET_DATA_NONE | action, self._vector(vector), 1)
+
     def trigger(self, vector: int = 0) -> None:
         """Signal the vector's eventfd from the kernel side (a loopback test of the wiring)."""
-        self._set(uapi.VFIO_IRQ_SET_DATA_NONE | uapi.VFIO_IRQ_SET_ACTION_TRIGGER,
-                  self._vector(vector), 1)
+        self._action(uapi.VFIO_IRQ_SET_ACTION_TRIGGER, vector)
 
     def mask(self, vector: int = 0) -> None:
-        self._set(uapi.VFIO_IRQ_SET_DATA_NONE | uapi.VFIO_IRQ_SET_ACTION_MASK,
-                  self._vector(vector), 1)
+        self._action(uapi.VFIO_IRQ_SET_ACTION_MASK, vector)
 
     def unmask(self, vector: int = 0) -> None:
-        self._set(uapi.VFIO_IRQ_SET_DATA_NONE | uapi.VFIO_IRQ_SET_ACTION_UNMASK,
-                  self._vector(vector), 1)
+        self._action(uapi.VFIO_IRQ_SET_ACTION_UNMASK, vector)
 
     # --- events ---------------------------------------------------------------------------------
     def poll(self, vector: int = 0) -> int:

@@ -204,10 +204,6 @@ class BlockDevice:
     holders: tuple[str, ...]
     swap: bool
 
-    @property
-    def in_use(self) -> bool:
-        return bool(self.mountpoints or self.holders or self.swap)
-
 
 IFF_UP = 0x1
 

@@ -7,7 +7,6 @@ config-space vendor ID, a read-only field vfio-pci drops writes to.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import mmap as _mmap
 import os
@@ -75,9 +74,9 @@ def _raw(fd: int, request: int, arg) -> Callable[[], object]:
 
 
 def _sized(struct_type, **kw):
+    """A struct with its argsz/size filled, as the seam would, for the raw calls above."""
     s = struct_type(**kw)
-    first = struct_type._fields_[0][0]
-    setattr(s, first, ctypes.sizeof(s))
+    _seam._fill_size(s)
     return s
 
 
