@@ -42,6 +42,10 @@ def test_edu_id_liveness_factorial_through_mmap(edu):
         while m.read(0x20) & 0x01 and time.monotonic() < deadline:
             time.sleep(0.001)
         assert m.read(0x08) == 5040
+        m.close()  # cached register cells die with the mapping
+        with pytest.raises(RegionAccessError, match="the mmap of bar0 is closed") as exc:
+            m.read(0x00)
+        assert exc.value.hint == "mmap the region again"
 
 
 def test_cli_read_write_on_edu(edu):
