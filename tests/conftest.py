@@ -6,6 +6,9 @@
 - ``--headers DIR``: run the ``headers`` tests against the UAPI headers exported by the kernel
   build (scripts/test.sh passes the cached build's).
 - ``--after-vm DIR``: run tests/after_vm, the host-side checks of what a VM run left in DIR.
+  A check marked ``after_guest(NAME)`` runs only if the guest ran a test named NAME (any
+  parametrisation) on that kernel, per DIR/junit-vm.xml; otherwise it is deselected and counted
+  (a kernel that lacks what the guest test needs makes nothing to check).
 Without these options, those tests are deselected, never skipped.
 """
 from __future__ import annotations
@@ -38,6 +41,7 @@ def pytest_collection_modifyitems(config, items):
         "after_vm": bool(config.getoption("--after-vm")),
     }
     keep, drop = [], []
+    guest_ran = _guest_tests_run(config.getoption("--after-vm"))
     for item in items:
         rel = Path(str(item.fspath)).resolve().relative_to(HERE.resolve())
         kind = {"vm": "vm", "after_vm": "after_vm"}.get(rel.parts[0])
@@ -45,6 +49,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.vm)
         if kind is None and item.get_closest_marker("headers"):
             kind = "headers"
+        after = item.get_closest_marker("after_guest")
+        if kind == "after_vm" and after is not None and after.args[0] not in guest_ran:
+            drop.append(item)
+            continue
         if wanted["vm"] or wanted["after_vm"]:
             # a VM (or after-VM) run runs its own tests only
             (keep if kind in ("vm", "after_vm") and wanted[kind] else drop).append(item)
@@ -53,6 +61,20 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def _guest_tests_run(after_vm: str | None) -> set[str]:
+    """Names (without parameters) of the guest tests that ran in the VM run at ``after_vm``."""
+    if not after_vm:
+        return set()
+    import xml.etree.ElementTree as ET
+
+    junit = Path(after_vm) / "junit-vm.xml"
+    if not junit.is_file():
+        return set()
+    return {case.get("name", "").split("[")[0]
+            for case in ET.parse(junit).getroot().iter("testcase")
+            if case.find("skipped") is None}
 
 
 @pytest.fixture(scope="session")

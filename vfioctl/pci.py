@@ -175,12 +175,22 @@ def require_cdev(dev: PciDevice) -> Path:
         raise NotBoundToVfio(f"{dev.bdf} is not bound to vfio-pci ({now})", path=str(dev.path),
                              hint=f"run `vfioctl bind {dev.bdf}` first")
     name = dev.vfio_dev_name
+    node = dev.devfs / "vfio/devices" / name if name else None
+    if node is None or not node.exists():
+        # say first whether this kernel can make device cdevs at all
+        from . import kernel
+
+        caps = kernel.kernel_caps(dev.sysfs, dev.devfs)
+        reason = kernel.cdev_missing(caps)
+        if reason is not None:
+            raise EnvironmentProblem(
+                f"{dev.bdf} cannot be opened through a device cdev: {reason}",
+                path=str(dev.path), hint=kernel.cdev_missing_hint(caps))
     if name is None:
         raise EnvironmentProblem(
             f"{dev.bdf} is on vfio-pci but has no device cdev (no vfio-dev/ in sysfs)",
             path=str(dev.path),
             hint="the kernel needs CONFIG_VFIO_DEVICE_CDEV=y; `vfioctl doctor` checks this")
-    node = dev.devfs / "vfio/devices" / name
     if not node.exists():
         raise EnvironmentProblem(
             f"{dev.bdf} has cdev {name} in sysfs but {node} does not exist", path=str(node),

@@ -146,7 +146,9 @@ class _Probe:
             c("BIND fd of /dev/null", "EBADFD", _raw(fd, bind, _sized(B, iommufd=null)))
         finally:
             os.close(null)
-        c("BIND flags=1", "EINVAL", _raw(fd, bind, _sized(B, iommufd=iommufd, flags=1)))
+        # a flag no kernel defines (bit 0 is VFIO_DEVICE_BIND_FLAG_TOKEN on 7.x kernels, EINVAL on 6.12)
+        c("BIND flags=1<<31 (undefined)", "EINVAL",
+          _raw(fd, bind, _sized(B, iommufd=iommufd, flags=1 << 31)))
         short = B(argsz=8, iommufd=iommufd)
         c("BIND argsz=8 (too small)", "EINVAL", _raw(fd, bind, short))
 

@@ -1,6 +1,8 @@
 """After the VM exits: what the guest wrote through its ivshmem BAR mmap is in the host file."""
+import pytest
 
 
+@pytest.mark.after_guest("test_ivshmem_mmap_sees_host_pattern_and_writes_reach_host")
 def test_guest_mmap_writes_reached_the_host_backing_file(after_vm_dir):
     mine = (after_vm_dir / "guest-pattern.bin").read_bytes()
     data = (after_vm_dir / "ivshmem.bin").read_bytes()

@@ -143,9 +143,13 @@ def test_state_file_is_written_atomically(tmp_path):
 
 
 # --- require_cdev's environment errors on a fake sysfs ----------------------------------------
-def test_require_cdev_errors_name_the_fix(tmp_path):
+def test_require_cdev_errors_name_the_fix(tmp_path, monkeypatch):
+    from vfioctl import kernel
     from vfioctl.errors import EnvironmentProblem, NotBoundToVfio
     from vfioctl.pci import require_cdev
+    full = kernel.KernelCaps(iommufd=True, cdev=True, group=True, container="legacy",
+                             iommu_units=("dmar0",), vfio_pci=True)
+    monkeypatch.setattr(kernel, "kernel_caps", lambda *a, **k: full)
     dev = _fake_pci(tmp_path / "sys", "0000:01:00.0", 0x020000, driver="e1000e")
     with pytest.raises(NotBoundToVfio) as exc:
         require_cdev(dev)
@@ -163,6 +167,21 @@ def test_require_cdev_errors_name_the_fix(tmp_path):
     (tmp_path / "dev/vfio/devices").mkdir(parents=True)
     (tmp_path / "dev/vfio/devices/vfio3").write_text("")
     assert require_cdev(vfio) == tmp_path / "dev/vfio/devices/vfio3"
+
+
+def test_require_cdev_names_the_missing_kernel_feature(tmp_path, monkeypatch):
+    from vfioctl import kernel
+    from vfioctl.errors import EnvironmentProblem
+    from vfioctl.pci import require_cdev
+    debian = kernel.KernelCaps(iommufd=False, cdev=False, group=True, container="legacy",
+                               iommu_units=("dmar0",), vfio_pci=True)
+    monkeypatch.setattr(kernel, "kernel_caps", lambda *a, **k: debian)
+    vfio = _fake_pci(tmp_path / "sys", "0000:02:00.0", 0x020000, driver="vfio-pci", group=2)
+    vfio = PciDevice(vfio.bdf, tmp_path / "sys", tmp_path / "dev")
+    with pytest.raises(EnvironmentProblem) as exc:
+        require_cdev(vfio)
+    assert "CONFIG_IOMMUFD (no /dev/iommu) and CONFIG_VFIO_DEVICE_CDEV" in str(exc.value)
+    assert "legacy VFIO group and type1 container" in exc.value.hint
 
 
 def test_region_value_must_fit_the_width():

@@ -1,14 +1,82 @@
 """Fixtures for tests that run inside the test-bed VM, against the emulated devices.
 
 Each device fixture puts its device on vfio-pci for the test and leaves it as it found it.
+
+Kernel features: a test declares what it needs with ``@pytest.mark.requires("cdev", ...)``
+(``"no-cdev"`` for a test about a kernel without it). The truth comes from what the booted
+kernel shows at run time (vmhelpers.kernel_features: device nodes, /proc/devices, sysfs and
+probing ioctls), never from its name. A test whose feature is missing is deselected, counted,
+and reported on one line per kernel: ``deselected for missing kernel features: ...``; never
+skipped. The features and counts are also written to $VFIOCTL_VM_WORKDIR/features.json for
+scripts/vm-tests.
 """
 from __future__ import annotations
 
+import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
-from vmhelpers import EDU, IVSHMEM, driver_of, find_pci, sysfs_bind
+from vmhelpers import EDU, IVSHMEM, FEATURES, driver_of, find_pci, kernel_features, sysfs_bind
+
+_report: dict = {}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "requires(*features): kernel features the test needs "
+                   f"({', '.join(FEATURES)}; 'no-X' for a kernel without X)")
+
+
+def _wanted(item) -> list[str]:
+    return [f for m in item.iter_markers("requires") for f in m.args]
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--vm", default=False):
+        return
+    for f in {f for item in items for f in _wanted(item)}:
+        if f.removeprefix("no-") not in FEATURES:
+            raise pytest.UsageError(f"unknown kernel feature {f!r} in a requires() marker "
+                                    f"(known: {', '.join(FEATURES)})")
+    have = kernel_features()
+    keep, drop, why = [], [], Counter()
+    for item in items:
+        missing = [f for f in _wanted(item)
+                   if (have[f[3:]] if f.startswith("no-") else not have[f])]
+        if missing:
+            drop.append(item)
+            why.update(missing)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+    _report.update(features=have, deselected=dict(why), deselected_total=len(drop))
+    workdir = os.environ.get("VFIOCTL_VM_WORKDIR")
+    if workdir:
+        Path(workdir, "features.json").write_text(json.dumps(_report, indent=1))
+
+
+def deselected_line(report: dict) -> str:
+    why = report.get("deselected") or {}
+    if not why:
+        return "deselected for missing kernel features: none"
+    parts = ", ".join(f"{f} ({n} test{'s' if n != 1 else ''})" for f, n in sorted(why.items()))
+    return f"deselected for missing kernel features: {report['deselected_total']} tests: {parts}"
+
+
+def pytest_report_header(config):
+    if config.getoption("--vm", default=False):
+        have = kernel_features()
+        return "kernel features: " + ", ".join(f"{k}={'yes' if v else 'no'}"
+                                               for k, v in have.items())
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _report:
+        terminalreporter.write_line(deselected_line(_report))
 
 
 def _on_vfio(ids: str):

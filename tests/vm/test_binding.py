@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from vmhelpers import E1000E, EDU, NVME, driver_of, find_pci, run_cli, sysfs_bind, wait_for
 
+# the device cdev and iommufd (the IOMMU-modes work runs these on the group path too)
+pytestmark = pytest.mark.requires("cdev")
+
 STATE = Path("/run/vfioctl/state.json")
 ICH9_SATA = "8086:2922"
 ICH9_SMBUS = "8086:2930"

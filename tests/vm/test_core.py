@@ -12,6 +12,9 @@ from vmhelpers import E1000E, NVME, IVSHMEM, EDU, driver_of, find_pci, run_cli, 
 import vfioctl
 from vfioctl.errors import RegionAccessError
 
+# the device cdev and iommufd (the IOMMU-modes work runs these on the group path too)
+pytestmark = pytest.mark.requires("cdev")
+
 EDU_ID = 0x010000ED
 
 

@@ -16,6 +16,9 @@ from vmhelpers import E1000E, NVME, driver_of, find_pci, run_cli, sysfs_bind
 import vfioctl
 from vfioctl.errors import KernelError, UsageError
 
+# the device cdev and iommufd (the IOMMU-modes work runs these on the group path too)
+pytestmark = pytest.mark.requires("cdev")
+
 REPO = Path(__file__).resolve().parents[2]
 EDU_SCRIPT = REPO / "scripts/examples/edu_dma.py"
 DMA_SRC, DMA_DST, DMA_CNT, DMA_CMD = 0x80, 0x88, 0x90, 0x98

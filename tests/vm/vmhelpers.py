@@ -2,7 +2,11 @@
 never by address."""
 from __future__ import annotations
 
+import errno
+import fcntl
+import functools
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,17 +17,30 @@ EDU = "1234:11e8"
 IVSHMEM = "1af4:1110"
 NVME = "1b36:0010"
 E1000E = "8086:10d3"
+IGB = "8086:10c9"
+IGBVF = "8086:10ca"
+
+#: what a test may declare with @pytest.mark.requires(...)
+FEATURES = ("cdev", "legacy_container", "compat_container", "bind_token", "sriov")
+
+
+def find_all(ids: str) -> list[str]:
+    vendor, device = (int(x, 16) for x in ids.split(":"))
+    return [d.name for d in sorted((SYS_PCI / "devices").iterdir())
+            if int((d / "vendor").read_text(), 16) == vendor
+            and int((d / "device").read_text(), 16) == device]
 
 
 def find_pci(ids: str) -> str:
-    vendor, device = (int(x, 16) for x in ids.split(":"))
-    found = []
-    for d in sorted((SYS_PCI / "devices").iterdir()):
-        if (int((d / "vendor").read_text(), 16) == vendor
-                and int((d / "device").read_text(), 16) == device):
-            found.append(d.name)
+    found = find_all(ids)
     assert found, f"the VM has no {ids} device: check scripts/vm-run's QEMU devices"
     return found[0]
+
+
+def load_driver(driver: str) -> None:
+    """modprobe DRIVER unless it is registered already (built in, or a loaded module)."""
+    if not (SYS_PCI / "drivers" / driver).is_dir():
+        subprocess.run(["modprobe", driver], check=True)
 
 
 def driver_of(bdf: str) -> str | None:
@@ -40,6 +57,7 @@ def sysfs_bind(bdf: str, driver: str | None) -> None:
     if driver_of(bdf) is not None:
         (dev / "driver" / "unbind").write_text(bdf)
     if driver is not None:
+        load_driver(driver)
         (SYS_PCI / "drivers_probe").write_text(bdf)
     (dev / "driver_override").write_text("\n")
     assert driver_of(bdf) == driver, f"{bdf} did not move to {driver}"
@@ -111,3 +129,62 @@ def run_cli(*args: str, user: int | None = None) -> tuple[int, str, str]:
         out, err = o.read(), e.read()
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), out, err
+
+
+def group_of(bdf: str) -> str:
+    return os.path.basename(os.readlink(SYS_PCI / "devices" / bdf / "iommu_group"))
+
+
+@functools.cache
+def kernel_features() -> dict[str, bool]:
+    """What the booted kernel offers, from what it shows at run time.
+
+    cdev, legacy_container, compat_container: vfioctl.kernel (the vfio-dev char major,
+    /dev/iommu, and who answers on /dev/vfio/vfio). bind_token: VFIO_DEVICE_BIND_IOMMUFD with
+    VFIO_DEVICE_BIND_FLAG_TOKEN and a NULL token pointer on edu's fresh cdev: a kernel that
+    knows the flag reads the token and answers EFAULT, one that does not answers EINVAL (the
+    bind fails either way; nothing changes). sriov: the igb PF offers VFs (sriov_totalvfs).
+    """
+    from vfioctl.kernel import kernel_caps
+
+    load_driver("vfio-pci")
+    caps = kernel_caps()
+    have = {
+        "cdev": caps.cdev_usable,
+        "legacy_container": caps.container == "legacy",
+        "compat_container": caps.container == "iommufd",
+        "bind_token": False,
+        "sriov": False,
+    }
+    if have["cdev"]:
+        have["bind_token"] = _bind_token_flag_known()
+    pf = find_all(IGB)
+    if pf:
+        total = SYS_PCI / "devices" / pf[0] / "sriov_totalvfs"
+        have["sriov"] = total.exists() and int(total.read_text()) > 0
+    return have
+
+
+def _bind_token_flag_known() -> bool:
+    import struct
+
+    bdf = find_pci(EDU)
+    before = driver_of(bdf)
+    sysfs_bind(bdf, "vfio-pci")
+    try:
+        fd = os.open(cdev_of(bdf), os.O_RDWR)
+        iommu = os.open("/dev/iommu", os.O_RDWR)
+        try:
+            # struct vfio_device_bind_iommufd of 7.x: argsz flags iommufd out_devid token_uuid_ptr
+            arg = bytearray(struct.pack("=IIiIQ", 24, 1, iommu, 0, 0))
+            from vfioctl import uapi
+            try:
+                fcntl.ioctl(fd, uapi.VFIO_DEVICE_BIND_IOMMUFD, arg, True)
+            except OSError as exc:
+                return exc.errno == errno.EFAULT
+            raise AssertionError("BIND with a NULL token pointer succeeded")
+        finally:
+            os.close(fd)
+            os.close(iommu)
+    finally:
+        sysfs_bind(bdf, before)
