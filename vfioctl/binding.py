@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .discovery import member_blocks_vfio
+from .pci import member_blocks_vfio
 from .errors import BindingError, EnvironmentProblem, Refused, UsageError
 from .pci import PciDevice, block_devices, net_interfaces
 

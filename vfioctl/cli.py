@@ -69,6 +69,24 @@ def command(group, name=None, **kw):
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
 
 
+def open_options(fn):
+    """--iommu-mode and --vf-token, for every command that opens a device."""
+    fn = click.option("--vf-token", envvar="VFIOCTL_VF_TOKEN", metavar="UUID",
+                      help="VF token, to open a VF whose PF is on vfio-pci "
+                           "(env VFIOCTL_VF_TOKEN)")(fn)
+    fn = click.option("--iommu-mode", envvar="VFIOCTL_IOMMU_MODE", default="auto",
+                      show_default=True, metavar="MODE",
+                      help="auto, iommufd, iommufd_compat_type1, iommufd_compat_type1v2, "
+                           "vfio_type1_iommu, vfio_type1v2_iommu (env VFIOCTL_IOMMU_MODE)")(fn)
+    return fn
+
+
+def open_session(device: str, iommu_mode: str, vf_token: str | None):
+    from . import session as _session
+
+    return _session.open(device, iommu_mode=iommu_mode, vf_token=vf_token)
+
+
 def int_arg(text: str, what: str) -> int:
     try:
         return int(text, 0)
@@ -90,20 +108,35 @@ def main():
 # --- probe ---------------------------------------------------------------------------------------
 @command(main)
 @click.argument("device")
+@click.option("--iommu-mode", envvar="VFIOCTL_IOMMU_MODE", default="auto", show_default=True,
+              metavar="MODE", help="iommufd (the cdev checks) or a group-path mode; auto: the "
+                                   "cdev where the kernel has it (env VFIOCTL_IOMMU_MODE)")
 @json_option
-def probe(device, as_json):
-    """Prove DEVICE's cdev refuses everything until BIND_IOMMUFD, and works after it."""
+def probe(device, iommu_mode, as_json):
+    """Prove the kernel's access rules on DEVICE: on the cdev, that every ioctl, read, write and
+    mmap fails until VFIO_DEVICE_BIND_IOMMUFD and works after it; on the group path, the legacy
+    ordering rules of group, container and device fd.
+
+    Touches: opens and closes the device (vfio-pci may reset it on open, as for any user);
+    reads config space and info; writes back the 2 bytes of the vendor ID it read (read-only,
+    virtualised by vfio-pci); on the group path, one DMA map of its own page that the kernel
+    must refuse. No reset is issued.
+    """
     from .pci import resolve
     from .probe import probe as run_probe
 
-    report = run_probe(resolve(device))
+    report = run_probe(resolve(device), iommu_mode)
     if as_json:
         emit_json(report.to_dict())
     else:
         rows = [(c.name, c.expected, c.observed, "PASS" if c.ok else "FAIL") for c in report.checks]
         header = ("check", "expected", "observed", "result")
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
-        click.echo(f"device {report.device}  cdev {report.cdev}  devid {report.devid}")
+        for note in report.notes:
+            click.echo(f"note: {note}")
+        where = (f"cdev {report.cdev}  devid {report.devid}" if report.cdev else
+                 "group path")
+        click.echo(f"device {report.device}  mode {report.iommu_mode}  {where}")
         click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
         for r in rows:
             click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
@@ -119,12 +152,11 @@ def _flags(names) -> str:
 
 @command(main)
 @click.argument("device")
+@open_options
 @json_option
-def info(device, as_json):
+def info(device, iommu_mode, vf_token, as_json):
     """Device flags, regions (size, offset, flags, capabilities), IRQs and hot-reset scope."""
-    from . import session as _session
-
-    with _session.open(device) as s:
+    with open_session(device, iommu_mode, vf_token) as s:
         d = s.device.info()
         regions = s.device.regions()
         irqs = s.device.irqs()
@@ -133,9 +165,11 @@ def info(device, as_json):
             hot_err = None
         except VfioctlError as exc:
             hot, hot_err = None, errno_name(exc.errno)
+        opened = s.describe()
+        iommu = s.dma_info()
     if as_json:
         emit_json({
-            "device": s.pci.bdf, "cdev": s.device.path, "devid": s.devid,
+            **opened, "iommu": iommu,
             "flags": d.flags, "flag_names": list(d.flag_names),
             "regions": [{
                 "index": r.index, "name": r.name, "size": r.size, "offset": r.offset,
@@ -151,7 +185,10 @@ def info(device, as_json):
                 "devices": [{"bdf": x.bdf, "devid": x.devid} for x in hot.devices]},
         })
         return
-    click.echo(f"{s.pci.bdf}  {s.pci.ids}  cdev {s.device.path}  devid {s.devid}")
+    via = f"devid {opened['devid']}" if opened["devid"] is not None else "from the group"
+    click.echo(f"{s.pci.bdf}  {s.pci.ids}  mode {opened['iommu_mode']}  "
+               f"{opened['device_fd_from']}  {via}")
+    click.echo("iommu: " + ", ".join(f"{k} {v}" for k, v in iommu.items()))
     click.echo(f"flags {d.flags:#x} ({_flags(d.flag_names)}), {d.num_regions} regions, "
                f"{d.num_irqs} IRQ indexes")
     click.echo("regions:")
@@ -171,7 +208,7 @@ def info(device, as_json):
     if hot is None:
         click.echo(f"hot reset: not available ({hot_err})")
     else:
-        kind = "devid" if hot.uses_devid else "group"
+        kind = "devid" if hot.uses_devid else "group"  # the group path reports group ids
         owned = ", all owned" if hot.all_owned else ""
         click.echo(f"hot reset: {len(hot.devices)} device(s) affected{owned}: " + ", ".join(
             f"{x.bdf} ({kind} {x.devid})" for x in hot.devices))
@@ -196,19 +233,19 @@ def _accessor(s, region: str, use_mmap: bool):
 @width_option
 @click.option("--count", "-n", default=1, show_default=True, help="consecutive values to read")
 @mmap_option
+@open_options
 @json_option
-def read(device, region, offset, width, count, use_mmap, as_json):
+def read(device, region, offset, width, count, use_mmap, iommu_mode, vf_token, as_json):
     """Read COUNT values of WIDTH bytes from REGION at OFFSET (config, bar0..bar5, rom, vga, N)."""
-    from . import session as _session
-
     off, w = int_arg(offset, "offset"), int(width)
     if count < 1:
         raise UsageError(f"--count {count} is not positive", hint="use --count 1 or more")
-    with _session.open(device) as s:
+    with open_session(device, iommu_mode, vf_token) as s:
         reg, acc = _accessor(s, region, use_mmap)
         values = [acc.read(off + i * w, w) for i in range(count)]
     if as_json:
-        emit_json({"device": s.pci.bdf, "region": reg.name, "offset": off, "width": w,
+        emit_json({"device": s.pci.bdf, "iommu_mode": s.iommu_mode, "region": reg.name,
+                   "offset": off, "width": w,
                    "access": "mmap" if use_mmap else "pread", "values": values,
                    "hex": [f"{v:#0{2 + 2 * w}x}" for v in values]})
     else:
@@ -223,19 +260,19 @@ def read(device, region, offset, width, count, use_mmap, as_json):
 @click.argument("values", nargs=-1, required=True)
 @width_option
 @mmap_option
+@open_options
 @json_option
-def write(device, region, offset, values, width, use_mmap, as_json):
+def write(device, region, offset, values, width, use_mmap, iommu_mode, vf_token, as_json):
     """Write VALUES (WIDTH bytes each, consecutively) to REGION at OFFSET."""
-    from . import session as _session
-
     off, w = int_arg(offset, "offset"), int(width)
     nums = [int_arg(v, "value") for v in values]
-    with _session.open(device) as s:
+    with open_session(device, iommu_mode, vf_token) as s:
         reg, acc = _accessor(s, region, use_mmap)
         for i, v in enumerate(nums):
             acc.write(off + i * w, v, w)
     if as_json:
-        emit_json({"device": s.pci.bdf, "region": reg.name, "offset": off, "width": w,
+        emit_json({"device": s.pci.bdf, "iommu_mode": s.iommu_mode, "region": reg.name,
+                   "offset": off, "width": w,
                    "access": "mmap" if use_mmap else "pwrite", "written": nums})
     else:
         click.echo(f"wrote {len(nums)} value(s) of {w} bytes to {reg.name}+{off:#x}")
@@ -257,19 +294,18 @@ def hexdump(data: bytes, base: int) -> list[str]:
 @click.argument("offset", required=False, default="0")
 @click.argument("length", required=False)
 @mmap_option
+@open_options
 @json_option
-def dump(device, region, offset, length, use_mmap, as_json):
+def dump(device, region, offset, length, use_mmap, iommu_mode, vf_token, as_json):
     """Hexdump LENGTH bytes of REGION from OFFSET (default: up to 256 bytes)."""
-    from . import session as _session
-
     off = int_arg(offset, "offset")
-    with _session.open(device) as s:
+    with open_session(device, iommu_mode, vf_token) as s:
         reg, acc = _accessor(s, region, use_mmap)
         n = int_arg(length, "length") if length is not None else max(min(reg.size - off, 256), 1)
         data = acc.read_bytes(off, n)
     if as_json:
-        emit_json({"device": s.pci.bdf, "region": reg.name, "offset": off, "length": len(data),
-                   "data": data.hex()})
+        emit_json({"device": s.pci.bdf, "iommu_mode": s.iommu_mode, "region": reg.name,
+                   "offset": off, "length": len(data), "data": data.hex()})
     else:
         click.echo("\n".join(hexdump(data, off)))
 
@@ -392,39 +428,19 @@ def doctor(device, as_json):
 @click.argument("device")
 @click.option("--hot", is_flag=True, help="PCI hot (secondary bus) reset instead of a function "
                                           "reset")
+@open_options
 @json_option
-def reset(device, hot, as_json):
-    """Reset DEVICE: VFIO_DEVICE_RESET, or with --hot VFIO_DEVICE_PCI_HOT_RESET (iommufd form)."""
-    from . import session as _session
-    from .errors import EnvironmentProblem
-
-    with _session.open(device) as s:
+def reset(device, hot, iommu_mode, vf_token, as_json):
+    """Reset DEVICE: VFIO_DEVICE_RESET, or with --hot VFIO_DEVICE_PCI_HOT_RESET."""
+    with open_session(device, iommu_mode, vf_token) as s:
         if hot:
-            try:
-                scope = s.device.hot_reset_info()
-            except VfioctlError as exc:
-                raise EnvironmentProblem(
-                    f"{s.pci.bdf} cannot be hot reset here: the topology gives no bus or slot "
-                    f"to reset ({errno_name(exc.errno)})", errno=exc.errno, op=exc.op,
-                    path=exc.path, hint="a device on a root bus has no secondary bus to reset; "
-                                        "use `vfioctl reset DEVICE` if it advertises RESET") from None
-            if not scope.all_owned:
-                others = ", ".join(d.bdf for d in scope.devices)
-                raise EnvironmentProblem(
-                    f"a hot reset of {s.pci.bdf} also resets {others}, not all opened by this "
-                    "iommufd", hint="bind and open every affected device in one session first")
-            s.device.hot_reset()
-            what = "hot reset (" + ", ".join(d.bdf for d in scope.devices) + ")"
+            what = "hot reset (" + ", ".join(s.hot_reset()) + ")"
         else:
-            if not s.device.info().resettable:
-                raise EnvironmentProblem(
-                    f"{s.pci.bdf} does not advertise VFIO_DEVICE_RESET (no FLR, PM or bus "
-                    "reset method)", hint="try `vfioctl reset --hot DEVICE` if it sits behind "
-                                          "a bridge; `vfioctl info` shows the hot-reset scope")
-            s.device.reset()
+            s.reset()
             what = "function reset"
     if as_json:
-        emit_json({"device": s.pci.bdf, "reset": "hot" if hot else "function", "ok": True})
+        emit_json({"device": s.pci.bdf, "iommu_mode": s.iommu_mode,
+                   "reset": "hot" if hot else "function", "ok": True})
     else:
         click.echo(f"{s.pci.bdf}: {what} done")
 
@@ -433,7 +449,8 @@ def _namespace(s) -> dict:
     import vfioctl
 
     ns = {"vfioctl": vfioctl, "session": s, "s": s, "dev": s.device, "ioas": s.ioas,
-          "iommufd": s.iommufd, "config": s.device.config, "dma_alloc": s.dma_alloc,
+          "iommufd": s.iommufd, "container": s.container, "dma": s.dma,
+          "config": s.device.config, "dma_alloc": s.dma_alloc,
           "irq": s.device.enable_irq, "bus_master": s.device.bus_master}
     present = {r.index for r in s.device.regions()}
     for i in range(6):
@@ -443,17 +460,16 @@ def _namespace(s) -> dict:
 
 @command(main)
 @click.argument("device")
-def shell(device):
-    """Interactive Python with DEVICE open, bound and attached: dev, bar0..bar5, config,
-    dma_alloc, irq, bus_master, session."""
+@open_options
+def shell(device, iommu_mode, vf_token):
+    """Interactive Python with DEVICE open and ready: dev, bar0..bar5, config, dma_alloc, irq,
+    bus_master, dma, session."""
     import code
 
-    from . import session as _session
-
-    with _session.open(device) as s:
+    with open_session(device, iommu_mode, vf_token) as s:
         ns = _namespace(s)
         bars = ", ".join(k for k in sorted(ns) if k.startswith("bar") and ns[k] is not None)
-        banner = (f"vfioctl shell: {s.pci.bdf} ({s.pci.ids}) devid {s.devid}, IOAS {s.ioas.id}\n"
+        banner = (f"vfioctl shell: {s.pci.bdf} ({s.pci.ids}) in IOMMU mode {s.iommu_mode}\n"
                   f"names: dev, {bars}, config, dma_alloc(size), irq(index, count), "
                   "bus_master(), session\nthe session closes when you leave (Ctrl-D)")
         code.interact(banner=banner, local=ns, exitmsg="vfioctl shell: session closed")
@@ -463,17 +479,16 @@ def shell(device):
 @click.argument("script", type=click.Path(dir_okay=False))
 @click.argument("device")
 @click.argument("args", nargs=-1)
-def run(script, device, args):
+@open_options
+def run(script, device, args, iommu_mode, vf_token):
     """Run a bring-up SCRIPT with DEVICE open; it sees the same names as `vfioctl shell`, and
     sys.argv = [SCRIPT, ARGS...]."""
     import runpy
     import traceback
 
-    from . import session as _session
-
     if not os.path.isfile(script):
         raise UsageError(f"no script {script}", path=script, hint="give the path of a Python file")
-    with _session.open(device) as s:
+    with open_session(device, iommu_mode, vf_token) as s:
         saved = sys.argv
         sys.argv = [script, *args]
         try:

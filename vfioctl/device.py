@@ -11,9 +11,10 @@ from . import uapi
 from .errors import KernelError, RegionAccessError, UsageError
 from .fd import FdOwner, open_node
 from .ioctl import ioctl
+from .iova import parse_caps
+from .irq import IRQ_NAMES, IrqSet
 
 REGION_NAMES = ("bar0", "bar1", "bar2", "bar3", "bar4", "bar5", "rom", "config", "vga")
-IRQ_NAMES = ("intx", "msi", "msix", "err", "req")
 WIDTHS = (1, 2, 4, 8)
 PCI_COMMAND = 0x04
 PCI_COMMAND_MASTER = 0x4
@@ -59,6 +60,17 @@ def region_index(name: str | int) -> int:
     except ValueError:
         raise UsageError(f"unknown region {name!r}",
                          hint="use config, bar0..bar5, rom, vga or a region index") from None
+
+
+def uuid_bytes(text: str) -> bytes:
+    """The 16 bytes of a UUID string, as VFIO_DEVICE_FEATURE_PCI_VF_TOKEN takes them."""
+    import uuid
+
+    try:
+        return uuid.UUID(str(text)).bytes
+    except ValueError:
+        raise UsageError(f"{text!r} is not a UUID",
+                         hint="use the form 01234567-89ab-cdef-0123-456789abcdef") from None
 
 
 def region_name(index: int) -> str:
@@ -168,26 +180,15 @@ class HotResetInfo:
         return bool(self.flags & uapi.VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED)
 
 
-def _parse_caps(buf: bytes, first: int) -> list[tuple[int, int, int]]:
-    """(id, version, offset) of each capability in a VFIO info buffer's chain."""
-    caps, off, seen = [], first, set()
-    hdr_size = ctypes.sizeof(uapi.vfio_info_cap_header)
-    while off and off + hdr_size <= len(buf) and off not in seen:
-        seen.add(off)
-        hdr = uapi.vfio_info_cap_header.from_buffer_copy(buf, off)
-        caps.append((hdr.id, hdr.version, off))
-        off = hdr.next
-    return caps
-
-
 # --- the device ----------------------------------------------------------------------------------
 class Device(FdOwner):
-    """An open VFIO device cdev. Nothing but BIND works until ``bind(iommufd)``."""
+    """An open VFIO device: its cdev (nothing but BIND works until ``bind(iommufd)``), or an fd
+    the group gave (``Device.adopt``), ready at once."""
 
-    def __init__(self, path: str, *, bdf: str | None = None):
-        fd = open_node(path, "the VFIO device", missing_hint=(
-            "bind the device to vfio-pci first (`vfioctl bind DEVICE`); `vfioctl list --vfio` "
-            "shows the cdevs"))
+    def __init__(self, path: str, *, bdf: str | None = None, fd: int | None = None):
+        if fd is None:
+            fd = open_node(path, "the VFIO device", missing_hint=(
+                "bind the device to vfio-pci first; then the kernel makes its cdev"))
         super().__init__(fd, path)
         self.bdf = bdf
         self.devid: int | None = None
@@ -196,12 +197,32 @@ class Device(FdOwner):
         self._irqs: list = []  # IrqSets (vfioctl.irq), released before the regions
         self._config: Region | None = None
 
+    @classmethod
+    def adopt(cls, fd: int, *, path: str, bdf: str | None = None) -> Device:
+        """Own ``fd``, a device fd from VFIO_GROUP_GET_DEVICE_FD (``path`` names it in errors)."""
+        return cls(path, bdf=bdf, fd=fd)
+
     # --- iommufd --------------------------------------------------------------------------------
-    def bind(self, iommufd) -> int:
-        """VFIO_DEVICE_BIND_IOMMUFD against an IommuFD (or a raw fd); returns the devid."""
+    def bind(self, iommufd, *, vf_token: str | None = None) -> int:
+        """VFIO_DEVICE_BIND_IOMMUFD against an IommuFD (or a raw fd); returns the devid.
+
+        ``vf_token`` (a UUID) goes with VFIO_DEVICE_BIND_FLAG_TOKEN, which 7.x kernels know; a
+        kernel without it answers EINVAL, reported as such."""
         fd = iommufd if isinstance(iommufd, int) else iommufd.fileno()
         arg = uapi.vfio_device_bind_iommufd(iommufd=fd)
-        self._ioctl(uapi.VFIO_DEVICE_BIND_IOMMUFD, arg, "VFIO_DEVICE_BIND_IOMMUFD")
+        token = None
+        if vf_token is not None:
+            token = ctypes.create_string_buffer(uuid_bytes(vf_token), 16)
+            arg.flags = uapi.VFIO_DEVICE_BIND_FLAG_TOKEN
+            arg.token_uuid_ptr = ctypes.addressof(token)
+        try:
+            self._ioctl(uapi.VFIO_DEVICE_BIND_IOMMUFD, arg, "VFIO_DEVICE_BIND_IOMMUFD")
+        except KernelError as exc:
+            if token is not None and exc.errno == errno.EINVAL:
+                exc.hint = ("the VF token was refused: check it is the PF's token and that the "
+                            "device is a VF of a PF on vfio-pci; kernels before 7.x have no "
+                            "token flag on the cdev (use the group path there)")
+            raise
         self.devid = arg.out_devid
         return self.devid
 
@@ -237,12 +258,15 @@ class Device(FdOwner):
         self._ioctl(uapi.VFIO_DEVICE_GET_REGION_INFO, buf, f"VFIO_DEVICE_GET_REGION_INFO({idx})")
         arg = uapi.vfio_region_info.from_buffer_copy(buf)
         sparse, rtype, msix, ids = None, None, False, []
-        for cap_id, _version, off in _parse_caps(bytes(buf), arg.cap_offset):
+        for cap_id, _version, off in parse_caps(bytes(buf), arg.cap_offset):
             ids.append(cap_id)
             if cap_id == uapi.VFIO_REGION_INFO_CAP_SPARSE_MMAP:
                 cap = uapi.vfio_region_info_cap_sparse_mmap.from_buffer_copy(buf, off)
                 base = off + ctypes.sizeof(cap)
                 area_t = uapi.vfio_region_sparse_mmap_area
+                if base + cap.nr_areas * ctypes.sizeof(area_t) > len(buf):
+                    raise KernelError(f"VFIO_DEVICE_GET_REGION_INFO({idx}) (sparse mmap "
+                                      "capability truncated)", errno.EIO, self.path)
                 sparse = tuple(
                     SparseArea(a.offset, a.size)
                     for a in (area_t.from_buffer_copy(buf, base + i * ctypes.sizeof(area_t))
@@ -302,10 +326,16 @@ class Device(FdOwner):
                       for i in range(head.count)))
         return HotResetInfo(head.flags, devs)
 
-    def hot_reset(self) -> None:
-        """VFIO_DEVICE_PCI_HOT_RESET in the iommufd form: an empty group-fd array."""
-        arg = uapi.vfio_pci_hot_reset(count=0)
-        self._ioctl(uapi.VFIO_DEVICE_PCI_HOT_RESET, arg, "VFIO_DEVICE_PCI_HOT_RESET")
+    def hot_reset(self, group_fds=()) -> None:
+        """VFIO_DEVICE_PCI_HOT_RESET: with no group fds (the iommufd form: the devices bound to
+        this device's iommufd prove ownership), or with the fds of every affected group (the
+        group path)."""
+        fds = list(group_fds)
+        head = uapi.vfio_pci_hot_reset(count=len(fds))
+        head.argsz = ctypes.sizeof(head) + 4 * len(fds)
+        buf = bytearray(bytes(head) + b"".join(fd.to_bytes(4, "little", signed=True)
+                                               for fd in fds))
+        self._ioctl(uapi.VFIO_DEVICE_PCI_HOT_RESET, buf, "VFIO_DEVICE_PCI_HOT_RESET")
 
     # --- features and irqs (raw) ----------------------------------------------------------------
     def feature(self, flags: int, data: bytes = b"") -> bytes:

@@ -4,24 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .pci import PciDevice
-
-#: drivers that leave an IOMMU group usable by vfio. The kernel's rule: a group's DMA can be
-#: claimed when no member is bound to a driver that does DMA; vfio drivers, pci-stub and
-#: pcieport (driver_managed_dma: how bridges are excepted) do not count. No driver is fine.
-VFIO_FRIENDLY = {"vfio-pci", "pci-stub", "pcieport"}
+from .pci import PciDevice, member_blocks_vfio
 
 _CLASS_NAMES = {
     0x00: "unclassified", 0x01: "storage", 0x02: "network", 0x03: "display", 0x04: "multimedia",
     0x05: "memory", 0x06: "bridge", 0x07: "communication", 0x08: "system", 0x09: "input",
     0x0C: "serial bus", 0x0D: "wireless", 0xFF: "other",
 }
-
-
-def member_blocks_vfio(dev: PciDevice) -> bool:
-    """True if ``dev``, as a member of an IOMMU group, keeps the group from vfio."""
-    drv = dev.driver
-    return not (drv is None or drv in VFIO_FRIENDLY or drv.startswith("vfio"))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import resource
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .discovery import member_blocks_vfio
+from .pci import group_blockers
 from .pci import DEVFS, SYSFS, PciDevice
 
 NEEDED_CONFIG = ("CONFIG_IOMMUFD", "CONFIG_VFIO_DEVICE_CDEV", "CONFIG_VFIO_PCI")
@@ -115,7 +115,7 @@ def _device_findings(dev: PciDevice) -> list[Finding]:
     drv = dev.driver
     out.append(Finding(f"{dev.bdf} driver", drv == "vfio-pci", f"bound to {drv or '(no driver)'}",
                        None if drv == "vfio-pci" else f"`vfioctl bind {dev.bdf}`"))
-    blockers = [m for m in dev.group_members() if member_blocks_vfio(m) and m.bdf != dev.bdf]
+    blockers = group_blockers(dev)
     group = dev.iommu_group
     if group is None:
         out.append(Finding(f"{dev.bdf} IOMMU group", False, "no IOMMU group",

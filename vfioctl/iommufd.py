@@ -3,30 +3,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import mmap as _mmap
 from dataclasses import dataclass
 
 from . import uapi
-from .errors import KernelError, UsageError
+from .errors import KernelError
 from .fd import FdOwner, open_node
 from .ioctl import ioctl
+from .iova import PAGE_SIZE, DmaSpace, IovaRange, Mapping, buffer_address  # noqa: F401
 
-PAGE_SIZE = _mmap.PAGESIZE
 IOMMU_PATH = "/dev/iommu"
-
-
-@dataclass(frozen=True)
-class IovaRange:
-    start: int
-    last: int  # inclusive, as the kernel reports it
-
-
-@dataclass(frozen=True)
-class Mapping:
-    iova: int
-    length: int
-    readable: bool
-    writable: bool
 
 
 @dataclass(frozen=True)
@@ -38,40 +23,16 @@ class HwInfo:
     ecap_reg: int | None = None
 
 
-def buffer_address(buf) -> tuple[int, int, object]:
-    """(address, length, keepalive) of a writable buffer-protocol object.
-
-    The keepalive is a ctypes view exporting the buffer: while it lives, a bytearray cannot be
-    resized nor an mmap closed under the IOMMU's feet.
-    """
-    try:
-        view = memoryview(buf)
-    except TypeError:
-        raise UsageError(f"cannot map a {type(buf).__name__}: it has no buffer",
-                         hint="pass a bytearray, mmap or writable memoryview") from None
-    if view.readonly:
-        raise UsageError(f"cannot map a read-only {type(buf).__name__}",
-                         hint="pass a writable buffer (bytearray, mmap, writable memoryview); "
-                              "use readable=True, writable=False for a device-read-only mapping")
-    if not view.contiguous:
-        raise UsageError("cannot map a non-contiguous buffer", hint="pass a contiguous buffer")
-    length = view.nbytes
-    if length == 0:
-        raise UsageError("cannot map an empty buffer", hint="pass a buffer of at least one page")
-    keep = (ctypes.c_char * length).from_buffer(view.cast("B"))
-    return ctypes.addressof(keep), length, keep
-
-
-class IOAS:
+class IOAS(DmaSpace):
     """An IO address space of an IommuFD. Mappings are tracked and unmapped on close."""
 
     def __init__(self, iommufd: IommuFD, ioas_id: int):
+        super().__init__()
         self.iommufd = iommufd
         self.id = ioas_id
-        self._maps: dict[int, tuple[Mapping, object]] = {}
+        self.label = f"IOAS {ioas_id}"
         self._destroyed = False
 
-    # --- queries --------------------------------------------------------------------------------
     def iova_ranges(self) -> tuple[list[IovaRange], int]:
         """The IOVA ranges the IOAS allows now, and the required IOVA alignment."""
         arg = uapi.iommu_ioas_iova_ranges(ioas_id=self.id)
@@ -88,96 +49,22 @@ class IOAS:
         out = [IovaRange(r.start, r.last) for r in ranges[: arg.num_iovas]]
         return out, arg.out_iova_alignment
 
-    @property
-    def mappings(self) -> list[Mapping]:
-        return [m for m, _ in self._maps.values()]
-
-    # --- map / unmap ----------------------------------------------------------------------------
-    def allocate_iova(self, length: int, *, limit: int | None = None, align: int | None = None) -> int:
-        """A free IOVA for ``length`` bytes inside the allowed ranges (and below ``limit``)."""
-        ranges, alignment = self.iova_ranges()
-        align = max(align or PAGE_SIZE, alignment or 1)
-        taken = sorted((m.iova, m.iova + m.length) for m, _ in self._maps.values())
-        for r in ranges:
-            cur = max(r.start, align)  # never hand out IOVA 0: it reads like a null pointer
-            cur = -(-cur // align) * align
-            end = r.last + 1
-            if limit is not None:
-                end = min(end, limit)
-            for t0, t1 in taken:
-                if t1 <= cur or t0 >= end:
-                    continue
-                if t0 >= cur + length:
-                    break
-                cur = -(-t1 // align) * align
-            if cur + length <= end:
-                return cur
-        below = f" below {limit:#x}" if limit is not None else ""
-        raise UsageError(f"no free IOVA range of {length:#x} bytes{below} in IOAS {self.id}",
-                         hint="unmap something first, or map a smaller buffer")
-
-    def map(self, buf, iova: int | None = None, *, readable: bool = True, writable: bool = True,
-            limit: int | None = None) -> Mapping:
-        """Map a writable buffer at ``iova`` (or one chosen inside the allowed ranges).
-
-        ``readable``/``writable`` are the device's rights. Note: intel-iommu (VT-d) maps every
-        present page readable (Linux 6.12 ``__domain_mapping`` sets DMA_FL_PTE_PRESENT, which is
-        the READ bit), so there a write-only mapping can still be read by the device; a
-        read-only mapping is enforced.
-        """
-        addr, length, keep = buffer_address(buf)
-        try:
-            iova, flags = self._map_args(addr, length, iova, readable, writable, limit)
-            arg = uapi.iommu_ioas_map(flags=flags, ioas_id=self.id, user_va=addr, length=length,
-                                      iova=iova)
-            self._ioctl(uapi.IOMMU_IOAS_MAP, arg, "IOMMU_IOAS_MAP")
-        except BaseException:
-            del keep  # release the buffer export now, so that the caller may close its mmap
-            raise
-        m = Mapping(arg.iova, length, readable, writable)
-        self._maps[m.iova] = (m, keep)
-        return m
-
-    def _map_args(self, addr: int, length: int, iova: int | None, readable: bool,
-                  writable: bool, limit: int | None) -> tuple[int, int]:
-        """Check a mapping request; the IOVA to use and the IOMMU_IOAS_MAP flags."""
-        if addr % PAGE_SIZE or length % PAGE_SIZE:
-            raise UsageError(
-                f"buffer at {addr:#x} of {length:#x} bytes is not page aligned "
-                f"({PAGE_SIZE:#x})",
-                hint="use an mmap or session.dma_alloc(size): both are page aligned")
-        if not (readable or writable):
-            raise UsageError("a mapping must be readable or writable by the device",
-                             hint="pass readable=True and/or writable=True")
-        if iova is None:
-            iova = self.allocate_iova(length, limit=limit)
-        elif iova % PAGE_SIZE:
-            raise UsageError(f"IOVA {iova:#x} is not page aligned ({PAGE_SIZE:#x})",
-                             hint=f"use a multiple of {PAGE_SIZE:#x}")
+    def _map_ioctl(self, addr, iova, length, readable, writable) -> None:
         flags = uapi.IOMMU_IOAS_MAP_FIXED_IOVA
         flags |= uapi.IOMMU_IOAS_MAP_READABLE if readable else 0
         flags |= uapi.IOMMU_IOAS_MAP_WRITEABLE if writable else 0
-        return iova, flags
+        arg = uapi.iommu_ioas_map(flags=flags, ioas_id=self.id, user_va=addr, length=length,
+                                  iova=iova)
+        self._ioctl(uapi.IOMMU_IOAS_MAP, arg, "IOMMU_IOAS_MAP")
 
-    def unmap(self, iova: int, length: int | None = None) -> int:
-        """Unmap what was mapped at ``iova``; returns the number of bytes unmapped."""
-        if length is None:
-            if iova not in self._maps:
-                raise UsageError(f"nothing is mapped at IOVA {iova:#x}",
-                                 hint="pass the IOVA a map() returned, or an explicit length")
-            length = self._maps[iova][0].length
+    def _unmap_ioctl(self, iova, length) -> int:
         arg = uapi.iommu_ioas_unmap(ioas_id=self.id, iova=iova, length=length)
         self._ioctl(uapi.IOMMU_IOAS_UNMAP, arg, "IOMMU_IOAS_UNMAP")
-        for k in [k for k, (m, _) in self._maps.items() if iova <= m.iova < iova + length]:
-            del self._maps[k]
         return arg.length
 
-    def unmap_all(self) -> int:
+    def _unmap_all_ioctl(self) -> int:
         """IOMMU_IOAS_UNMAP of the whole IOVA space (iova 0, length UINT64_MAX)."""
-        arg = uapi.iommu_ioas_unmap(ioas_id=self.id, iova=0, length=(1 << 64) - 1)
-        self._ioctl(uapi.IOMMU_IOAS_UNMAP, arg, "IOMMU_IOAS_UNMAP")
-        self._maps.clear()
-        return arg.length
+        return self._unmap_ioctl(0, (1 << 64) - 1)
 
     # --- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:

@@ -6,10 +6,15 @@ import select
 import struct
 import time
 
+from typing import TYPE_CHECKING
+
 from . import uapi
-from .device import IRQ_NAMES, Device
 from .errors import UsageError
 
+if TYPE_CHECKING:
+    from .device import Device
+
+IRQ_NAMES = ("intx", "msi", "msix", "err", "req")
 INTX, MSI, MSIX, ERR, REQ = range(5)
 
 

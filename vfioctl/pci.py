@@ -139,6 +139,27 @@ class PciDevice:
         return (self.path / "config").read_bytes()
 
 
+#: drivers that leave an IOMMU group usable by vfio. The kernel's rule: a group's DMA can be
+#: claimed when no member is bound to a driver that does DMA; vfio drivers, pci-stub and
+#: pcieport (driver_managed_dma: how bridges are excepted) do not count. No driver is fine.
+VFIO_FRIENDLY = {"vfio-pci", "pci-stub", "pcieport"}
+
+
+def member_blocks_vfio(dev: PciDevice) -> bool:
+    """True if ``dev``, as a member of an IOMMU group, keeps the group from vfio."""
+    drv = dev.driver
+    return not (drv is None or drv in VFIO_FRIENDLY or drv.startswith("vfio"))
+
+
+def group_blockers(dev: PciDevice) -> list[PciDevice]:
+    """The other members of ``dev``'s IOMMU group that keep it from vfio."""
+    return [m for m in dev.group_members() if m.bdf != dev.bdf and member_blocks_vfio(m)]
+
+
+def describe_members(devs: list[PciDevice]) -> str:
+    return ", ".join(f"{m.bdf} ({m.driver or 'no driver'})" for m in devs)
+
+
 def find_by_cdev(name: str, sysfs: Path = SYSFS, devfs: Path = DEVFS) -> PciDevice:
     link = sysfs / "class/vfio-dev" / name / "device"
     try:
@@ -167,13 +188,18 @@ def resolve(spec: str, sysfs: Path | None = None, devfs: Path | None = None) -> 
     return dev
 
 
-def require_cdev(dev: PciDevice) -> Path:
-    """The cdev of a device bound to vfio-pci, or an error saying what to do."""
+def require_vfio_pci(dev: PciDevice) -> None:
+    """NotBoundToVfio naming the fix unless ``dev`` is bound to vfio-pci."""
     drv = dev.driver
     if drv != "vfio-pci":
         now = f"bound to {drv}" if drv else "bound to no driver"
         raise NotBoundToVfio(f"{dev.bdf} is not bound to vfio-pci ({now})", path=str(dev.path),
-                             hint=f"run `vfioctl bind {dev.bdf}` first")
+                             hint=f"bind {dev.bdf} to vfio-pci first (vfioctl bind {dev.bdf})")
+
+
+def require_cdev(dev: PciDevice) -> Path:
+    """The cdev of a device bound to vfio-pci, or an error saying what to do."""
+    require_vfio_pci(dev)
     name = dev.vfio_dev_name
     node = dev.devfs / "vfio/devices" / name if name else None
     if node is None or not node.exists():

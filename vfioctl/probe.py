@@ -1,5 +1,9 @@
-"""``vfioctl probe``: prove that a fresh device cdev refuses everything until
-VFIO_DEVICE_BIND_IOMMUFD succeeds, and works after it.
+"""``vfioctl probe``: prove the kernel's access rules for a device, in its IOMMU mode.
+
+- ``iommufd`` (the cdev): a fresh cdev refuses everything until VFIO_DEVICE_BIND_IOMMUFD
+  succeeds, and works after it; a bound fd stays bound (after DETACH, until close).
+- the group path (the four container modes): the legacy ordering rules, each with the errno the
+  kernel answers (GROUP_CHECKS says which kernel function decides it).
 
 Every check records the expected and the observed outcome as an errno name (``EINVAL``) or
 ``OK``. The probe reads; the only write is a write-back of the 2 bytes just read from the
@@ -13,12 +17,17 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import ctypes
+
 from . import uapi
+from .backend import _GROUP_MODES, choose_mode
+from .container import iommu_type
 from .device import Device
 from .errors import EnvironmentProblem, KernelError, errno_name
 from .iommufd import IOMMU_PATH, IommuFD
-from . import ioctl as _seam
-from .pci import PciDevice, require_cdev
+from .ioctl import _fill_size, try_ioctl
+from .kernel import cdev_missing, kernel_caps
+from .pci import PciDevice, require_cdev, require_vfio_pci
 
 #: an ioctl number VFIO does not define (';', 99)
 UNKNOWN_IOCTL = uapi.vfio_io(99)
@@ -41,8 +50,10 @@ class Check:
 @dataclass
 class ProbeReport:
     device: str
-    cdev: str
+    cdev: str | None
+    iommu_mode: str = "iommufd"
     devid: int | None = None
+    notes: list[str] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -50,33 +61,29 @@ class ProbeReport:
         return bool(self.checks) and all(c.ok for c in self.checks)
 
     def to_dict(self) -> dict:
-        return {"device": self.device, "cdev": self.cdev, "devid": self.devid, "ok": self.ok,
+        return {"device": self.device, "iommu_mode": self.iommu_mode, "cdev": self.cdev,
+                "devid": self.devid, "notes": self.notes, "ok": self.ok,
                 "checks": [c.to_dict() for c in self.checks]}
 
 
 def _outcome(fn: Callable[[], object]) -> str:
+    """``OK`` or the errno name: of an exception, or of a seam result ``-errno``."""
     try:
-        fn()
-    except KernelError as exc:
+        ret = fn()
+    except (KernelError, OSError) as exc:
         return errno_name(exc.errno)
-    except OSError as exc:
-        return errno_name(exc.errno)
-    return "OK"
+    return errno_name(-ret) if isinstance(ret, int) and ret < 0 else "OK"
 
 
-def _raw(fd: int, request: int, arg) -> Callable[[], object]:
-    """The raw syscall through the seam: no argsz filling, so a probe can send bad ones."""
-    def call():
-        if isinstance(arg, int):
-            return _seam._sys_ioctl(fd, request, arg)
-        return _seam._sys_ioctl(fd, request, arg, True)
-    return call
+def _raw(fd: int, request: int, arg) -> Callable[[], int]:
+    """The seam's non-raising form, struct sent exactly as given (a probe sends bad argsz)."""
+    return lambda: try_ioctl(fd, request, arg, fill=False)
 
 
 def _sized(struct_type, **kw):
     """A struct with its argsz/size filled, as the seam would, for the raw calls above."""
     s = struct_type(**kw)
-    _seam._fill_size(s)
+    _fill_size(s)
     return s
 
 
@@ -93,17 +100,24 @@ def _closed_fd_number() -> int:
     return fd
 
 
-class _Probe:
-    def __init__(self, pci: PciDevice, iommu_path: str):
-        self.pci = pci
-        self.cdev = str(require_cdev(pci))
-        self.iommu_path = iommu_path
-        self.report = ProbeReport(pci.bdf, self.cdev)
+class _Checks:
+    report: ProbeReport
 
     def check(self, name: str, expected: str, fn: Callable[[], object]) -> str:
         observed = _outcome(fn)
         self.report.checks.append(Check(name, expected, observed))
         return observed
+
+    def same(self, name: str, expected: str, observed: str) -> None:
+        self.report.checks.append(Check(name, expected, observed))
+
+
+class _CdevProbe(_Checks):
+    def __init__(self, pci: PciDevice, iommu_path: str):
+        self.pci = pci
+        self.cdev = str(require_cdev(pci))
+        self.iommu_path = iommu_path
+        self.report = ProbeReport(pci.bdf, self.cdev)
 
     def blocked(self, fd: int, phase: str) -> None:
         """Everything but BIND on a fresh (or unbound) cdev fd: EINVAL."""
@@ -177,12 +191,34 @@ class _Probe:
               lambda: os.close(os.open(f"/dev/vfio/{group}", os.O_RDWR)))
 
             self.after_bind(dev, iommufd)
+            self.stays_bound(dev, iommufd)
         finally:
             if second is not None:
                 second.close()
             dev.close()
             iommufd.close()
+        self.reopened_is_blocked()
         return self.report
+
+    def stays_bound(self, dev: Device, iommufd: IommuFD) -> None:
+        """Bound -> unbound is not supported: after DETACH the fd stays bound (the kernel's
+        access_granted flag is only cleared when the file is released)."""
+        c = self.check
+        c("after DETACH: VFIO_DEVICE_GET_INFO (still bound)", "OK",
+          _raw(dev.fd, uapi.VFIO_DEVICE_GET_INFO, _sized(uapi.vfio_device_info)))
+        c("after DETACH: BIND again", "EINVAL",
+          _raw(dev.fd, uapi.VFIO_DEVICE_BIND_IOMMUFD,
+               _sized(uapi.vfio_device_bind_iommufd, iommufd=iommufd.fd)))
+
+    def reopened_is_blocked(self) -> None:
+        """After close, a new open of the cdev starts blocked again, and binds again."""
+        c = self.check
+        with Device(self.cdev, bdf=self.pci.bdf) as dev, IommuFD(self.iommu_path) as iommufd:
+            c("reopened: VFIO_DEVICE_GET_INFO", "EINVAL",
+              _raw(dev.fd, uapi.VFIO_DEVICE_GET_INFO, _sized(uapi.vfio_device_info)))
+            c("reopened: pread config+0", "EINVAL",
+              lambda: os.pread(dev.fd, 4, uapi.VFIO_PCI_CONFIG_REGION_INDEX << 40))
+            c("reopened: BIND /dev/iommu", "OK", lambda: dev.bind(iommufd))
 
     def after_bind(self, dev: Device, iommufd: IommuFD) -> None:
         c = self.check
@@ -212,15 +248,238 @@ class _Probe:
               _mmap_call(fd, bar.offset + area.offset, min(area.size, _mmap.PAGESIZE)))
         ids = f"{cfg.read(0, 2):04x}:{cfg.read(2, 2):04x}"
         self.report.checks.append(Check("config vendor:device equals sysfs", self.pci.ids, ids))
-        if dev.attached_pt is not None:
-            dev.detach()
+        c("after bind: VFIO_DEVICE_DETACH_IOMMUFD_PT", "OK", dev.detach)
         ioas.close()
 
 
-def probe(pci: PciDevice, iommu_path: str = IOMMU_PATH) -> ProbeReport:
-    """Run every check on ``pci`` (bound to vfio-pci, not open elsewhere)."""
+#: The group path's rules: check -> {container kind: expected}, with the kernel function that
+#: decides it (drivers/vfio/group.c and container.c for VFIO's own container,
+#: drivers/iommu/iommufd/vfio_compat.c for iommufd's), as measured on the bed's 6.12, 7.3 and
+#: Debian 13 kernels (README, test-bed facts).
+GROUP_CHECKS: dict[str, tuple[dict[str, str], str]] = {
+    "open the group node a second time":
+        ({"legacy": "EBUSY", "iommufd": "EBUSY"}, "group.c vfio_group_fops_open (opened_file)"),
+    "VFIO_GROUP_GET_DEVICE_FD before the group has a container":
+        ({"legacy": "EINVAL", "iommufd": "EINVAL"},
+         "group.c vfio_df_group_open (!vfio_group_has_iommu)"),
+    "VFIO_SET_IOMMU before a group is set to the container":
+        ({"legacy": "EINVAL", "iommufd": "EINVAL"},
+         "container.c vfio_ioctl_set_iommu (empty group_list) / vfio_compat.c "
+         "iommufd_vfio_set_iommu"),
+    "VFIO_IOMMU_MAP_DMA before VFIO_SET_IOMMU":
+        ({"legacy": "EINVAL", "iommufd": "ENODEV"},
+         "container.c vfio_fops_unl_ioctl (no iommu_driver) / vfio_compat.c "
+         "iommufd_vfio_map_dma (no compat IOAS)"),
+    "VFIO_GROUP_SET_CONTAINER with an fd of /dev/null":
+        ({"legacy": "EBADFD", "iommufd": "EBADFD"},
+         "group.c vfio_group_ioctl_set_container (neither container nor iommufd)"),
+    "VFIO_GROUP_SET_CONTAINER with a closed fd number":
+        ({"legacy": "EBADF", "iommufd": "EBADF"}, "group.c vfio_group_ioctl_set_container"),
+    "VFIO_GROUP_SET_CONTAINER":
+        ({"legacy": "OK", "iommufd": "OK"}, ""),
+    "VFIO_GROUP_SET_CONTAINER a second time":
+        ({"legacy": "EINVAL", "iommufd": "EINVAL"},
+         "group.c vfio_group_ioctl_set_container (vfio_group_has_iommu)"),
+    "VFIO_GROUP_GET_DEVICE_FD before VFIO_SET_IOMMU":
+        ({"legacy": "EINVAL", "iommufd": "OK"},
+         "container.c vfio_group_use_container (no iommu_driver); iommufd needs no type"),
+    "VFIO_SET_IOMMU":
+        ({"legacy": "OK", "iommufd": "OK"}, ""),
+    "VFIO_SET_IOMMU a second time":
+        ({"legacy": "EINVAL", "iommufd": "EINVAL"},
+         "container.c vfio_ioctl_set_iommu (iommu_driver set) / vfio_compat.c"),
+    "VFIO_GROUP_GET_DEVICE_FD of a name not in the group":
+        ({"legacy": "ENODEV", "iommufd": "ENODEV"}, "group.c vfio_device_get_from_name"),
+    "VFIO_GROUP_GET_DEVICE_FD":
+        ({"legacy": "OK", "iommufd": "OK"}, ""),
+    "VFIO_GROUP_UNSET_CONTAINER while a device fd is open":
+        ({"legacy": "EBUSY", "iommufd": "EBUSY"},
+         "group.c vfio_group_ioctl_unset_container"),
+    "VFIO_GROUP_UNSET_CONTAINER after the device fd closed":
+        ({"legacy": "OK", "iommufd": "OK"}, ""),
+    "VFIO_GROUP_GET_DEVICE_FD after VFIO_GROUP_UNSET_CONTAINER":
+        ({"legacy": "EINVAL", "iommufd": "EINVAL"},
+         "group.c vfio_df_group_open (!vfio_group_has_iommu)"),
+}
+
+
+class _GroupProbe(_Checks):
+    """The legacy ordering rules on the group node and the container, then the device fd the
+    group hands out works (info, config reads) and is no cdev."""
+
+    def __init__(self, pci: PciDevice, mode: str):
+        require_vfio_pci(pci)
+        self.pci = pci
+        self.mode = mode
+        self.kind, type_name = _GROUP_MODES[mode]
+        self.type = iommu_type(type_name)
+        self.group = pci.iommu_group
+        self.caps = kernel_caps(pci.sysfs, pci.devfs)
+        self.report = ProbeReport(pci.bdf, None, mode)
+        self.fds: list[int] = []
+
+    def rule(self, name: str, fn: Callable[[], object]) -> str:
+        return self.check(name, GROUP_CHECKS[name][0][self.kind], fn)
+
+    def _open(self, path: str) -> int:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self.fds.append(fd)
+        return fd
+
+    def _close(self, fd: int) -> None:
+        if fd in self.fds:
+            self.fds.remove(fd)
+            os.close(fd)
+
+    def run(self) -> ProbeReport:
+        try:
+            self._run()
+        finally:
+            for fd in reversed(self.fds):
+                os.close(fd)
+            self.fds.clear()
+        return self.report
+
+    def _run(self) -> None:
+        r, c = self.rule, self.check
+        devfs = self.pci.devfs
+        gpath = f"{devfs}/vfio/{self.group}"
+        try:
+            g = self._open(gpath)
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise EnvironmentProblem(
+                    f"VFIO group {self.group} of {self.pci.bdf} is open elsewhere ({gpath}: "
+                    "EBUSY)", errno=exc.errno, op="open", path=gpath,
+                    hint="close the other user of the group (or of a device cdev in it) and "
+                         "run again") from None
+            raise KernelError("open", exc.errno, gpath) from None
+        self.same("open the group node", "OK", "OK")
+        r("open the group node a second time", lambda: self._close(self._open(gpath)))
+        status = _sized(uapi.vfio_group_status)
+        c("VFIO_GROUP_GET_STATUS", "OK", _raw(g, uapi.VFIO_GROUP_GET_STATUS, status))
+        self.same("group flags before SET_CONTAINER", "VIABLE", self._flags(status.flags))
+        name = ctypes.create_string_buffer(self.pci.bdf.encode())
+        get_fd = lambda: self._device_fd(g, name)  # noqa: E731
+        r("VFIO_GROUP_GET_DEVICE_FD before the group has a container", get_fd)
+
+        cont = self._open(f"{devfs}/vfio/vfio")
+        self.same("VFIO_GET_API_VERSION", str(uapi.VFIO_API_VERSION),
+                  str(try_ioctl(cont, uapi.VFIO_GET_API_VERSION, 0)))
+        self.same(f"VFIO_CHECK_EXTENSION({self._type_name()})", "1",
+                  str(try_ioctl(cont, uapi.VFIO_CHECK_EXTENSION, self.type)))
+        r("VFIO_SET_IOMMU before a group is set to the container",
+          _raw(cont, uapi.VFIO_SET_IOMMU, self.type))
+        buf = _mmap.mmap(-1, _mmap.PAGESIZE)
+        try:
+            keep = (ctypes.c_char * _mmap.PAGESIZE).from_buffer(buf)
+            dma = _sized(uapi.vfio_iommu_type1_dma_map, vaddr=ctypes.addressof(keep),
+                         iova=1 << 20, size=_mmap.PAGESIZE,
+                         flags=uapi.VFIO_DMA_MAP_FLAG_READ | uapi.VFIO_DMA_MAP_FLAG_WRITE)
+            r("VFIO_IOMMU_MAP_DMA before VFIO_SET_IOMMU", _raw(cont, uapi.VFIO_IOMMU_MAP_DMA, dma))
+            del keep
+        finally:
+            buf.close()
+        null = self._open("/dev/null")
+        r("VFIO_GROUP_SET_CONTAINER with an fd of /dev/null",
+          _raw(g, uapi.VFIO_GROUP_SET_CONTAINER, ctypes.c_int32(null)))
+        self._close(null)
+        r("VFIO_GROUP_SET_CONTAINER with a closed fd number",
+          _raw(g, uapi.VFIO_GROUP_SET_CONTAINER, ctypes.c_int32(_closed_fd_number())))
+        if r("VFIO_GROUP_SET_CONTAINER",
+             _raw(g, uapi.VFIO_GROUP_SET_CONTAINER, ctypes.c_int32(cont))) != "OK":
+            return
+        status = _sized(uapi.vfio_group_status)
+        try_ioctl(g, uapi.VFIO_GROUP_GET_STATUS, status, fill=False)
+        self.same("group flags after SET_CONTAINER", "VIABLE|CONTAINER_SET",
+                  self._flags(status.flags))
+        r("VFIO_GROUP_SET_CONTAINER a second time",
+          _raw(g, uapi.VFIO_GROUP_SET_CONTAINER, ctypes.c_int32(cont)))
+        early = self._device_fd(g, name)
+        self.same("VFIO_GROUP_GET_DEVICE_FD before VFIO_SET_IOMMU",
+                  GROUP_CHECKS["VFIO_GROUP_GET_DEVICE_FD before VFIO_SET_IOMMU"][0][self.kind],
+                  _outcome(lambda: early))
+        if early >= 0:
+            self._close(early)
+        if r("VFIO_SET_IOMMU", _raw(cont, uapi.VFIO_SET_IOMMU, self.type)) != "OK":
+            return
+        r("VFIO_SET_IOMMU a second time", _raw(cont, uapi.VFIO_SET_IOMMU, self.type))
+        r("VFIO_GROUP_GET_DEVICE_FD of a name not in the group",
+          lambda: self._device_fd(g, ctypes.create_string_buffer(b"0000:ff:1f.7")))
+        dev = self._device_fd(g, name)
+        self.same("VFIO_GROUP_GET_DEVICE_FD", "OK", _outcome(lambda: dev))
+        if dev < 0:
+            return
+        self.device_works(dev)
+        r("VFIO_GROUP_UNSET_CONTAINER while a device fd is open",
+          _raw(g, uapi.VFIO_GROUP_UNSET_CONTAINER, 0))
+        self._close(dev)
+        r("VFIO_GROUP_UNSET_CONTAINER after the device fd closed",
+          _raw(g, uapi.VFIO_GROUP_UNSET_CONTAINER, 0))
+        r("VFIO_GROUP_GET_DEVICE_FD after VFIO_GROUP_UNSET_CONTAINER", get_fd)
+
+    def device_works(self, fd: int) -> None:
+        c = self.check
+        info = _sized(uapi.vfio_device_info)
+        c("device fd: VFIO_DEVICE_GET_INFO", "OK", _raw(fd, uapi.VFIO_DEVICE_GET_INFO, info))
+        self.same("device fd: flags include PCI", "PCI",
+                  "PCI" if info.flags & uapi.VFIO_DEVICE_FLAGS_PCI else f"{info.flags:#x}")
+        cfg = uapi.VFIO_PCI_CONFIG_REGION_INDEX << 40
+        ids = "?"
+        try:
+            raw = os.pread(fd, 4, cfg)
+            ids = f"{int.from_bytes(raw[:2], 'little'):04x}:{int.from_bytes(raw[2:], 'little'):04x}"
+        except OSError as exc:
+            ids = errno_name(exc.errno)
+        self.same("device fd: config vendor:device equals sysfs", self.pci.ids, ids)
+        c("device fd: unknown ioctl", "ENOTTY", _raw(fd, UNKNOWN_IOCTL, 0))
+        if self.caps.cdev_usable:
+            # the device is the group's now: its cdev cannot be bound beside it
+            node = self.pci.cdev_path
+            if node is not None:
+                cdev = self._open(str(node))
+                iommu = self._open(IOMMU_PATH)
+                c("the device's cdev: BIND while the group holds the device", "EBUSY",
+                  _raw(cdev, uapi.VFIO_DEVICE_BIND_IOMMUFD,
+                       _sized(uapi.vfio_device_bind_iommufd, iommufd=iommu)))
+                self._close(iommu)
+                self._close(cdev)
+
+    def _device_fd(self, group_fd: int, name) -> int:
+        fd = try_ioctl(group_fd, uapi.VFIO_GROUP_GET_DEVICE_FD, name)
+        if fd >= 0:
+            self.fds.append(fd)
+        return fd
+
+    def _type_name(self) -> str:
+        return "VFIO_TYPE1v2_IOMMU" if self.type == uapi.VFIO_TYPE1v2_IOMMU else "VFIO_TYPE1_IOMMU"
+
+    @staticmethod
+    def _flags(flags: int) -> str:
+        names = [n for bit, n in ((uapi.VFIO_GROUP_FLAGS_VIABLE, "VIABLE"),
+                                  (uapi.VFIO_GROUP_FLAGS_CONTAINER_SET, "CONTAINER_SET"))
+                 if flags & bit]
+        return "|".join(names) or "none"
+
+
+def probe(pci: PciDevice, iommu_mode: str | None = None,
+          iommu_path: str = IOMMU_PATH) -> ProbeReport:
+    """Run every check on ``pci`` (bound to vfio-pci, not open elsewhere) in ``iommu_mode``.
+
+    ``auto`` (the default) probes the cdev where the kernel has it, else the group path; then
+    the report's notes say why the cdev checks could not run."""
+    require_vfio_pci(pci)
+    auto = (iommu_mode or os.environ.get("VFIOCTL_IOMMU_MODE") or "auto") == "auto"
+    caps = kernel_caps(pci.sysfs, pci.devfs)
+    mode = "iommufd" if auto and caps.cdev_usable else choose_mode(iommu_mode, pci, caps)
     try:
-        return _Probe(pci, iommu_path).run()
+        if mode == "iommufd":
+            return _CdevProbe(pci, iommu_path).run()
+        report = _GroupProbe(pci, mode).run()
+        if auto:
+            report.notes.append(f"the cdev checks could not run: {cdev_missing(caps)}; "
+                                f"probed the group path ({mode}) instead")
+        return report
     except KernelError as exc:
         if exc.errno == errno.EBUSY:
             raise EnvironmentProblem(f"{pci.bdf} is in use by another process ({exc})",

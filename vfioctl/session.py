@@ -1,14 +1,16 @@
-"""``vfioctl.open(DEVICE)``: a device opened, bound to a new iommufd and attached to a new IOAS."""
+"""``vfioctl.open(DEVICE)``: a device opened in an IOMMU mode, ready for regions, DMA and IRQs."""
 from __future__ import annotations
 
-import errno
 import mmap as _mmap
 from dataclasses import dataclass
 
+from .backend import IommuBackend, choose_mode, make_backend
+from .container import Container
 from .device import Device, Region
-from .errors import KernelError, UsageError
-from .iommufd import IOMMU_PATH, PAGE_SIZE, IOAS, IommuFD, Mapping
-from .pci import PciDevice, require_cdev, resolve
+from .errors import EnvironmentProblem, KernelError, UsageError, errno_name
+from .iommufd import IOMMU_PATH, IOAS, IommuFD
+from .iova import PAGE_SIZE, DmaSpace, Mapping
+from .pci import PciDevice, require_vfio_pci, resolve
 
 
 @dataclass
@@ -36,41 +38,121 @@ class DmaBuffer:
 
 
 class Session:
-    """Owns, in order of creation: the iommufd, the device (bound), the IOAS (attached), the
-    regions and DMA buffers. ``close()`` tears them down in reverse and is safe twice."""
+    """A device opened in one IOMMU mode, ready to use. Owns, in order of creation: the IOMMU
+    backend (iommufd + IOAS, or group + container, shared with other sessions on the same group
+    in this process), the device, and the DMA buffers. ``close()`` tears them down in reverse
+    and is safe twice.
 
-    def __init__(self, device: str | PciDevice, *, iommu_path: str = IOMMU_PATH):
+    ``iommu_mode`` is one of backend.MODES or ``auto`` (default; $VFIOCTL_IOMMU_MODE overrides
+    the default); the mode used is ``session.iommu_mode``. ``vf_token`` (a UUID) opens a VF whose
+    PF is on vfio-pci.
+    """
+
+    def __init__(self, device: str | PciDevice, *, iommu_mode: str | None = None,
+                 vf_token: str | None = None, iommu_path: str = IOMMU_PATH):
         self.pci = device if isinstance(device, PciDevice) else resolve(device)
-        cdev = require_cdev(self.pci)
+        require_vfio_pci(self.pci)
+        self.iommu_mode = choose_mode(iommu_mode, self.pci)
         self._dma: list[DmaBuffer] = []
-        self.iommufd: IommuFD | None = None
+        self.backend: IommuBackend | None = None
         self.device: Device | None = None
-        self.ioas: IOAS | None = None
         try:
-            self.iommufd = IommuFD(iommu_path)
-            self.device = Device(str(cdev), bdf=self.pci.bdf)
-            self.devid = self.device.bind(self.iommufd)
-            self.ioas = self.iommufd.alloc_ioas()
-            self.device.attach(self.ioas)
+            self.backend = make_backend(self.iommu_mode, self.pci, iommu_path=iommu_path)
+            self.device = self.backend.open_device(self.pci, vf_token=vf_token)
         except BaseException:
             self.close()
             raise
 
+    # --- what the mode provides ---------------------------------------------------------------
+    @property
+    def dma(self) -> DmaSpace:
+        """The DMA space the device sees: the IOAS, or the container."""
+        return self.backend.dma
+
+    @property
+    def devid(self) -> int | None:
+        """The iommufd device id (iommufd mode), else None."""
+        return self.device.devid if self.device is not None else None
+
+    @property
+    def iommufd(self) -> IommuFD | None:
+        return getattr(self.backend, "iommufd", None)
+
+    @property
+    def ioas(self) -> IOAS | None:
+        return getattr(self.backend, "ioas", None)
+
+    @property
+    def container(self) -> Container | None:
+        return getattr(self.backend, "container", None)
+
+    def describe(self) -> dict:
+        """The mode and what it opened, for reports."""
+        return {"device": self.pci.bdf, "iommu_mode": self.iommu_mode,
+                "device_fd_from": self.device.path, "devid": self.devid,
+                **{k: v for k, v in self.backend.describe().items() if k != "mode"}}
+
+    def dma_info(self) -> dict:
+        """The DMA space as the kernel reports it: usable IOVA ranges and alignment; on the
+        container, the IOMMU page sizes and how many more mappings it takes (DMA_AVAIL)."""
+        ranges, align = self.dma.iova_ranges()
+        out = {"iova_ranges": [[r.start, r.last] for r in ranges], "iova_alignment": align}
+        if self.container is not None:
+            info = self.container.info()
+            out.update(iova_pgsizes=info.pgsizes, dma_avail=info.dma_avail)
+        return out
+
     def region(self, name: str | int) -> Region:
         return self.device.region(name)
 
+    def hot_reset(self) -> list[str]:
+        """VFIO_DEVICE_PCI_HOT_RESET in this mode's form (group fds on the group path), after
+        checking the topology allows it and this session owns every device it would reset.
+        Returns the BDFs reset."""
+        try:
+            scope = self.device.hot_reset_info()
+        except KernelError as exc:
+            raise EnvironmentProblem(
+                f"{self.pci.bdf} cannot be hot reset here: the topology gives no bus or slot "
+                f"to reset ({errno_name(exc.errno)})", errno=exc.errno, op=exc.op,
+                path=exc.path, hint="a device on a root bus has no secondary bus to reset; a "
+                                    "function reset works if the device advertises RESET"
+            ) from None
+        if scope.uses_devid:
+            owned = scope.all_owned
+        else:  # the group path: every affected device's group must be one we hold open
+            held = set(getattr(self.backend, "groups", ()))
+            owned = all(d.devid in held for d in scope.devices)
+        if not owned:
+            others = ", ".join(d.bdf for d in scope.devices)
+            raise EnvironmentProblem(
+                f"a hot reset of {self.pci.bdf} also resets {others}, not all opened here",
+                hint="bind every affected device to vfio-pci and open them in this process "
+                     "first")
+        self.device.hot_reset(self.backend.hot_reset_fds())
+        return [d.bdf for d in scope.devices]
+
+    def reset(self) -> None:
+        """VFIO_DEVICE_RESET, if the device advertises it (a clear error if not)."""
+        if not self.device.info().resettable:
+            raise EnvironmentProblem(
+                f"{self.pci.bdf} does not advertise VFIO_DEVICE_RESET (no FLR, PM or bus "
+                "reset method)", hint="a hot reset may work if it sits behind a bridge; the "
+                                      "device info shows the hot-reset scope")
+        self.device.reset()
+
     def dma_alloc(self, size: int, *, iova: int | None = None, readable: bool = True,
                   writable: bool = True, limit: int | None = None) -> DmaBuffer:
-        """A zeroed, page-aligned buffer mapped into the IOAS (at ``iova`` or a free one below
+        """A zeroed, page-aligned buffer mapped for the device (at ``iova`` or a free one below
         ``limit``, e.g. a device's DMA mask). Unmapped and freed when the session closes."""
         if size <= 0:
             raise UsageError(f"DMA size {size} is not positive", hint="ask for at least 1 byte")
         length = -(-size // PAGE_SIZE) * PAGE_SIZE
         mem = _mmap.mmap(-1, length, _mmap.MAP_SHARED | _mmap.MAP_ANONYMOUS)
         try:
-            m = self.ioas.map(mem, iova, readable=readable, writable=writable, limit=limit)
+            m = self.dma.map(mem, iova, readable=readable, writable=writable, limit=limit)
         except BaseException:
-            mem.close()  # IOAS.map released its export of mem before raising
+            mem.close()  # map() released its export of mem before raising
             raise
         buf = DmaBuffer(m.iova, length, mem, m)
         self._dma.append(buf)
@@ -79,34 +161,36 @@ class Session:
     def dma_free(self, buf: DmaBuffer) -> None:
         if buf in self._dma:
             self._dma.remove(buf)
-            if self.ioas is not None and not self.iommufd.closed:
-                self.ioas.unmap(buf.iova)
+            if self.backend is not None and buf.iova in {m.iova for m in self.dma.mappings}:
+                self.dma.unmap(buf.iova)
             try:
                 buf.mem.close()
             except BufferError:
                 pass
 
     def close(self) -> None:
-        """Reverse order: DMA buffers, regions, detach, IOAS, device, iommufd."""
+        """Reverse order: DMA buffers, the device (IRQs, regions, detach), the backend. Every
+        step runs even if an earlier one fails; the first failure is raised at the end."""
+        first: BaseException | None = None
         for buf in reversed(list(self._dma)):
             try:
                 self.dma_free(buf)
-            except KernelError:
-                pass
-        if self.device is not None and not self.device.closed:
-            self.device._teardown()
-            if self.device.attached_pt is not None:
-                try:
-                    self.device.detach()
-                except KernelError as exc:
-                    if exc.errno not in (errno.EINVAL, errno.ENODEV):
-                        raise
-        if self.ioas is not None:
-            self.ioas.close()
+            except KernelError as exc:
+                first = first or exc
         if self.device is not None:
-            self.device.close()
-        if self.iommufd is not None:
-            self.iommufd.close()
+            try:
+                self.backend.release_device(self.device)
+            except KernelError as exc:
+                first = first or exc
+            self.device = None if self.device.closed else self.device
+        if self.backend is not None:
+            backend, self.backend = self.backend, None
+            try:
+                backend.release()
+            except KernelError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
     def __enter__(self):
         return self
@@ -115,9 +199,11 @@ class Session:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Session {self.pci.bdf} devid={getattr(self, 'devid', None)}>"
+        return f"<Session {self.pci.bdf} {self.iommu_mode}>"
 
 
-def open(device: str | PciDevice, *, iommu_path: str = IOMMU_PATH) -> Session:  # noqa: A001
-    """Open DEVICE's cdev, bind a new iommufd, attach a new IOAS: a ready session."""
-    return Session(device, iommu_path=iommu_path)
+def open(device: str | PciDevice, *, iommu_mode: str | None = None,  # noqa: A001
+         vf_token: str | None = None, iommu_path: str = IOMMU_PATH) -> Session:
+    """Open DEVICE in an IOMMU mode (``auto``: the cdev with iommufd where the kernel has it,
+    else the group with a type1v2 container): a ready session."""
+    return Session(device, iommu_mode=iommu_mode, vf_token=vf_token, iommu_path=iommu_path)

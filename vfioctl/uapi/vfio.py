@@ -16,7 +16,6 @@ VFIO_SPAPR_TCE_IOMMU = 2
 VFIO_TYPE1v2_IOMMU = 3
 VFIO_DMA_CC_IOMMU = 4
 VFIO_EEH = 5
-VFIO_TYPE1_NESTING_IOMMU = 6
 VFIO_SPAPR_TCE_v2_IOMMU = 7
 VFIO_NOIOMMU_IOMMU = 8
 VFIO_UNMAP_ALL = 9
@@ -255,7 +254,7 @@ VFIO_CCW_CRW_IRQ_INDEX = 1
 VFIO_CCW_REQ_IRQ_INDEX = 2
 VFIO_CCW_NUM_IRQS = 3
 VFIO_AP_REQ_IRQ_INDEX = 0
-VFIO_AP_NUM_IRQS = 1
+VFIO_AP_NUM_IRQS = 2
 
 
 # --- hot reset ----------------------------------------------------------------------------------
@@ -353,21 +352,34 @@ VFIO_DEVICE_FEATURE = vfio_io(VFIO_BASE + 17)
 
 # --- iommufd binding (device cdev) --------------------------------------------------------------
 class vfio_device_bind_iommufd(Struct):
-    _fields_ = [("argsz", u32), ("flags", u32), ("iommufd", s32), ("out_devid", u32)]
+    # token_uuid_ptr: 7.x kernels (with VFIO_DEVICE_BIND_FLAG_TOKEN); a 6.12 kernel accepts the
+    # larger argsz as long as the field is zero (copy_struct_from_user)
+    _fields_ = [("argsz", u32), ("flags", u32), ("iommufd", s32), ("out_devid", u32),
+                ("token_uuid_ptr", u64)]
+
+
+VFIO_DEVICE_BIND_FLAG_TOKEN = 1 << 0
 
 
 VFIO_DEVICE_BIND_IOMMUFD = vfio_io(VFIO_BASE + 18)
 
 
 class vfio_device_attach_iommufd_pt(Struct):
-    _fields_ = [("argsz", u32), ("flags", u32), ("pt_id", u32)]
+    # pasid: 7.x; a 6.12 kernel takes the larger argsz while the flag is clear
+    _fields_ = [("argsz", u32), ("flags", u32), ("pt_id", u32), ("pasid", u32)]
+
+
+VFIO_DEVICE_ATTACH_PASID = 1 << 0
 
 
 VFIO_DEVICE_ATTACH_IOMMUFD_PT = vfio_io(VFIO_BASE + 19)
 
 
 class vfio_device_detach_iommufd_pt(Struct):
-    _fields_ = [("argsz", u32), ("flags", u32)]
+    _fields_ = [("argsz", u32), ("flags", u32), ("pasid", u32)]
+
+
+VFIO_DEVICE_DETACH_PASID = 1 << 0
 
 
 VFIO_DEVICE_DETACH_IOMMUFD_PT = vfio_io(VFIO_BASE + 20)

@@ -1,0 +1,298 @@
+"""IOMMU backends behind one interface, and the IOMMU modes, named as the kernel's VFIO selftest
+library names them (tools/testing/selftests/vfio/lib/iommu.c):
+
+| mode                     | device fd from         | DMA through                               |
+|--------------------------|------------------------|-------------------------------------------|
+| ``iommufd``              | the cdev, BIND         | /dev/iommu, an IOAS (IOMMU_IOAS_MAP)      |
+| ``iommufd_compat_type1`` | the group              | /dev/vfio/vfio served by iommufd, type1   |
+| ``iommufd_compat_type1v2`` | the group            | the same, type1v2                         |
+| ``vfio_type1_iommu``     | the group              | VFIO's own container, type1               |
+| ``vfio_type1v2_iommu``   | the group              | VFIO's own container, type1v2             |
+
+``auto`` picks ``iommufd`` when the device has a cdev and /dev/iommu is usable, otherwise
+type1v2 through whichever container the kernel has.
+
+A backend opens devices ready to use (bound and attached, or taken from the group), owns the
+DMA space (``backend.dma``: an IOAS or the container, one interface) and knows how a hot reset
+names its devices. Everything else (regions, IRQs, resets) is the device's and the same in
+every mode.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from .container import Container, Group, iommu_type
+from .device import Device
+from .errors import EnvironmentProblem, KernelError, UsageError
+from .iommufd import IOMMU_PATH, IommuFD
+from .iova import DmaSpace
+from .kernel import KernelCaps, cdev_missing, kernel_caps
+from .pci import DEVFS, SYSFS, PciDevice, describe_members, member_blocks_vfio, require_cdev
+
+MODES = ("iommufd", "iommufd_compat_type1", "iommufd_compat_type1v2", "vfio_type1_iommu",
+         "vfio_type1v2_iommu")
+AUTO = "auto"
+ENV_MODE = "VFIOCTL_IOMMU_MODE"
+
+#: mode -> (container kind, VFIO_SET_IOMMU type) for the group path
+_GROUP_MODES = {
+    "iommufd_compat_type1": ("iommufd", "type1"),
+    "iommufd_compat_type1v2": ("iommufd", "type1v2"),
+    "vfio_type1_iommu": ("legacy", "type1"),
+    "vfio_type1v2_iommu": ("legacy", "type1v2"),
+}
+
+
+@dataclass(frozen=True)
+class ModeSupport:
+    mode: str
+    available: bool
+    why_not: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "available": self.available, "why_not": self.why_not}
+
+
+def mode_support(caps: KernelCaps) -> list[ModeSupport]:
+    """Whether this kernel can serve each mode, and if not why (what is missing)."""
+    out = [ModeSupport("iommufd", caps.cdev_usable, cdev_missing(caps))]
+    for mode, (kind, _t) in _GROUP_MODES.items():
+        if not caps.group:
+            why = ("no VFIO group support (CONFIG_VFIO_GROUP), or the vfio module is not "
+                   "loaded (modprobe vfio-pci)")
+        elif caps.container is None:
+            why = "no /dev/vfio/vfio (CONFIG_VFIO_CONTAINER or CONFIG_IOMMUFD_VFIO_CONTAINER)"
+        elif caps.container != kind:
+            why = ("/dev/vfio/vfio is served by iommufd (CONFIG_IOMMUFD_VFIO_CONTAINER), not "
+                   "VFIO's own container" if kind == "legacy" else
+                   "/dev/vfio/vfio is VFIO's own container, not iommufd's compat container "
+                   "(CONFIG_IOMMUFD_VFIO_CONTAINER)")
+        else:
+            why = None
+        out.append(ModeSupport(mode, why is None, why))
+    return out
+
+
+def choose_mode(requested: str | None, pci: PciDevice, caps: KernelCaps | None = None) -> str:
+    """The mode to open ``pci`` in: ``requested`` if the kernel serves it, else an error naming
+    what is missing and the modes this host offers; ``auto`` (or None: $VFIOCTL_IOMMU_MODE,
+    then auto) as the module says."""
+    requested = (requested or os.environ.get(ENV_MODE) or AUTO).strip()
+    if requested != AUTO and requested not in MODES:
+        raise UsageError(f"unknown IOMMU mode {requested!r}",
+                         hint=f"use one of: {AUTO}, {', '.join(MODES)}")
+    caps = caps or kernel_caps(pci.sysfs, pci.devfs)
+    support = {s.mode: s for s in mode_support(caps)}
+    offered = [m for m in MODES if support[m].available]
+    if requested == AUTO:
+        if support["iommufd"].available and pci.vfio_dev_name is not None:
+            return "iommufd"
+        for mode in ("vfio_type1v2_iommu", "iommufd_compat_type1v2"):
+            if support[mode].available:
+                return mode
+        if support["iommufd"].available:
+            return "iommufd"  # the device has no cdev (yet): require_cdev will say why
+        raise EnvironmentProblem(
+            "this host offers no IOMMU mode for VFIO: "
+            + "; ".join(f"{s.mode}: {s.why_not}" for s in support.values()),
+            hint="load vfio-pci (modprobe vfio-pci) and boot with the IOMMU on "
+                 "(intel_iommu=on or amd_iommu=on)")
+    s = support[requested]
+    if not s.available:
+        raise EnvironmentProblem(
+            f"IOMMU mode {requested} is not available on this host: {s.why_not}",
+            hint=("this host offers: " + ", ".join(offered)) if offered else
+                 "this host offers no IOMMU mode for VFIO (load vfio-pci, turn the IOMMU on)")
+    return requested
+
+
+class IommuBackend:
+    """What differs between the modes. ``dma`` is the DMA space all sessions of this backend
+    map into."""
+
+    mode: str
+    dma: DmaSpace
+
+    def open_device(self, pci: PciDevice, vf_token: str | None = None) -> Device:
+        """``pci`` opened and ready: regions, IRQs and DMA work."""
+        raise NotImplementedError
+
+    def release_device(self, device: Device) -> None:
+        """Undo open_device (detach, close); safe for a device already closed."""
+        device.close()
+
+    def hot_reset_fds(self) -> list[int]:
+        """The fds VFIO_DEVICE_PCI_HOT_RESET needs: none under iommufd (the devices of the
+        iommufd prove ownership), the open group fds on the group path."""
+        return []
+
+    def describe(self) -> dict:
+        return {"mode": self.mode}
+
+    def release(self) -> None:
+        """The session is done with the backend: close what it owns."""
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class IommufdBackend(IommuBackend):
+    """The device cdev bound to a new /dev/iommu, attached to a new IOAS."""
+
+    mode = "iommufd"
+
+    def __init__(self, iommu_path: str = IOMMU_PATH):
+        self.iommufd = IommuFD(iommu_path)
+        try:
+            self.ioas = self.iommufd.alloc_ioas()
+        except BaseException:
+            self.iommufd.close()
+            raise
+        self.dma = self.ioas
+
+    def open_device(self, pci: PciDevice, vf_token: str | None = None) -> Device:
+        cdev = require_cdev(pci)
+        dev = Device(str(cdev), bdf=pci.bdf)
+        try:
+            dev.bind(self.iommufd, vf_token=vf_token)
+            dev.attach(self.ioas)
+        except BaseException:
+            dev.close()
+            raise
+        return dev
+
+    def release_device(self, device: Device) -> None:
+        if device.closed:
+            return
+        try:
+            device._teardown()  # IRQs and mmaps go before the detach
+            if device.attached_pt is not None:
+                try:
+                    device.detach()
+                except KernelError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.ENODEV):
+                        raise
+        finally:
+            device.close()
+
+    def describe(self) -> dict:
+        return {"mode": self.mode, "iommufd": self.iommufd.path, "ioas": self.ioas.id}
+
+    def close(self) -> None:
+        try:
+            self.ioas.close()
+        finally:
+            self.iommufd.close()
+
+
+class ContainerBackend(IommuBackend):
+    """The device's group set to a container (VFIO's own or iommufd's compat one) with a type1
+    IOMMU. The kernel allows one open of a group node: in one process, every session on a
+    device of an open group shares its ContainerBackend (``for_group``), counted, so the group
+    and container close with the last of them."""
+
+    _shared: dict[tuple[str, int], ContainerBackend] = {}
+
+    def __init__(self, mode: str, group_id: int, devfs: str = "/dev"):
+        kind, type_name = _GROUP_MODES[mode]
+        self.mode = mode
+        self.kind = kind
+        self.key = (devfs, group_id)
+        self.users = 0
+        self.groups: dict[int, Group] = {}
+        self.container = Container(f"{devfs}/vfio/vfio")
+        self.dma = self.container
+        self.devfs = devfs
+        try:
+            self.join(group_id)
+            self.container.set_iommu(iommu_type(type_name))
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def for_group(cls, mode: str, pci: PciDevice) -> ContainerBackend:
+        group_id = pci.iommu_group
+        if group_id is None:
+            raise EnvironmentProblem(f"{pci.bdf} is in no IOMMU group", path=str(pci.path),
+                                     hint="boot with the IOMMU on (intel_iommu=on or "
+                                          "amd_iommu=on)")
+        key = (str(pci.devfs), group_id)
+        backend = cls._shared.get(key)
+        if backend is None:
+            backend = cls(mode, group_id, str(pci.devfs))
+            cls._shared[key] = backend
+        elif backend.mode != mode:
+            raise UsageError(
+                f"IOMMU group {group_id} is open in this process in mode {backend.mode}",
+                hint=f"open {pci.bdf} in mode {backend.mode} too, or close the other "
+                     "session first")
+        backend.users += 1
+        return backend
+
+    def join(self, group_id: int) -> Group:
+        """Open group ``group_id``, check it is viable, set it to the container."""
+        group = Group(group_id, self.devfs)
+        try:
+            if not group.viable:
+                blockers = [m for m in _group_devices(group_id) if member_blocks_vfio(m)]
+                raise EnvironmentProblem(
+                    f"VFIO group {group_id} is not viable: "
+                    + (f"members on host drivers: {describe_members(blockers)}" if blockers
+                       else "a member is bound to a driver that does DMA"),
+                    path=group.path, op="VFIO_GROUP_GET_STATUS",
+                    hint="bind every member of the group to vfio-pci (or leave it driverless)")
+            group.set_container(self.container)
+        except BaseException:
+            group.close()
+            raise
+        self.groups[group_id] = group
+        return group
+
+    def open_device(self, pci: PciDevice, vf_token: str | None = None) -> Device:
+        group = self.groups.get(pci.iommu_group) or self.join(pci.iommu_group)
+        name = pci.bdf if vf_token is None else f"{pci.bdf} vf_token={vf_token}"
+        fd = group.device_fd(name)
+        return Device.adopt(fd, path=f"{group.path} ({pci.bdf})", bdf=pci.bdf)
+
+    def hot_reset_fds(self) -> list[int]:
+        return [g.fd for g in self.groups.values() if not g.closed]
+
+    def describe(self) -> dict:
+        return {"mode": self.mode, "container": self.container.path,
+                "container_kind": self.kind, "groups": sorted(self.groups)}
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users <= 0:
+            self.close()
+
+    def close(self) -> None:
+        if ContainerBackend._shared.get(self.key) is self:
+            del ContainerBackend._shared[self.key]
+        try:
+            self.container.unmap_all() if self.container.mappings else None
+        except KernelError:
+            pass
+        finally:
+            for g in reversed(list(self.groups.values())):
+                g.close()
+            self.groups.clear()
+            self.container.close()
+
+
+def _group_devices(group_id: int) -> list[PciDevice]:
+    d = SYSFS / "kernel/iommu_groups" / str(group_id) / "devices"
+    try:
+        return [PciDevice(n, SYSFS, DEVFS) for n in sorted(os.listdir(d))]
+    except OSError:
+        return []
+
+
+def make_backend(mode: str, pci: PciDevice, *, iommu_path: str = IOMMU_PATH) -> IommuBackend:
+    if mode == "iommufd":
+        return IommufdBackend(iommu_path)
+    return ContainerBackend.for_group(mode, pci)

@@ -1,0 +1,197 @@
+"""IOVA bookkeeping shared by both IOMMU backends: ranges, the allocator, and the parser of
+VFIO's info capability chains."""
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap as _mmap
+from dataclasses import dataclass
+
+from . import uapi
+from .errors import KernelError, UsageError
+
+
+@dataclass(frozen=True)
+class IovaRange:
+    start: int
+    last: int  # inclusive, as the kernel reports it
+
+
+PAGE_SIZE = _mmap.PAGESIZE
+
+
+@dataclass(frozen=True)
+class Mapping:
+    iova: int
+    length: int
+    readable: bool
+    writable: bool
+
+
+def buffer_address(buf) -> tuple[int, int, object]:
+    """(address, length, keepalive) of a writable buffer-protocol object.
+
+    The keepalive is a ctypes view exporting the buffer: while it lives, a bytearray cannot be
+    resized nor an mmap closed under the IOMMU's feet.
+    """
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise UsageError(f"cannot map a {type(buf).__name__}: it has no buffer",
+                         hint="pass a bytearray, mmap or writable memoryview") from None
+    if view.readonly:
+        raise UsageError(f"cannot map a read-only {type(buf).__name__}",
+                         hint="pass a writable buffer (bytearray, mmap, writable memoryview); "
+                              "use readable=True, writable=False for a device-read-only mapping")
+    if not view.contiguous:
+        raise UsageError("cannot map a non-contiguous buffer", hint="pass a contiguous buffer")
+    length = view.nbytes
+    if length == 0:
+        raise UsageError("cannot map an empty buffer", hint="pass a buffer of at least one page")
+    keep = (ctypes.c_char * length).from_buffer(view.cast("B"))
+    return ctypes.addressof(keep), length, keep
+
+
+class DmaSpace:
+    """An IO address space that user buffers are mapped into, with its mappings tracked.
+
+    Both IOMMU backends are one: an iommufd IOAS (IOMMU_IOAS_MAP) and a VFIO container
+    (VFIO_IOMMU_MAP_DMA). Subclasses supply the usable ranges and the three ioctls; the checks,
+    the IOVA allocator and the bookkeeping are here.
+    """
+
+    #: how error messages name this space
+    label = "the IO address space"
+
+    def __init__(self):
+        self._maps: dict[int, tuple[Mapping, object]] = {}
+
+    # what a subclass supplies
+    def iova_ranges(self) -> tuple[list[IovaRange], int]:
+        """The usable IOVA ranges and the required IOVA alignment (1: none)."""
+        raise NotImplementedError
+
+    def _map_ioctl(self, addr: int, iova: int, length: int, readable: bool,
+                   writable: bool) -> None:
+        raise NotImplementedError
+
+    def _unmap_ioctl(self, iova: int, length: int) -> int:
+        raise NotImplementedError
+
+    def _unmap_all_ioctl(self) -> int:
+        raise NotImplementedError
+
+    # the shared part
+    @property
+    def mappings(self) -> list[Mapping]:
+        return [m for m, _ in self._maps.values()]
+
+    def allocate_iova(self, length: int, *, limit: int | None = None,
+                      align: int | None = None) -> int:
+        """A free IOVA for ``length`` bytes inside the usable ranges (and below ``limit``)."""
+        ranges, alignment = self.iova_ranges()
+        align = max(align or PAGE_SIZE, alignment or 1)
+        taken = [(m.iova, m.iova + m.length) for m, _ in self._maps.values()]
+        iova = allocate_iova(ranges, taken, length, align=align, limit=limit)
+        if iova is None:
+            raise no_room(length, limit, self.label)
+        return iova
+
+    def map(self, buf, iova: int | None = None, *, readable: bool = True, writable: bool = True,
+            limit: int | None = None) -> Mapping:
+        """Map a writable buffer at ``iova`` (or one chosen inside the usable ranges, below
+        ``limit``). ``readable``/``writable`` are the device's rights. Note: intel-iommu (VT-d)
+        maps every present page readable (Linux 6.12 ``__domain_mapping`` sets
+        DMA_FL_PTE_PRESENT, which is the READ bit), so there a write-only mapping can still be
+        read by the device; a read-only mapping is enforced.
+        """
+        addr, length, keep = buffer_address(buf)
+        try:
+            if addr % PAGE_SIZE or length % PAGE_SIZE:
+                raise UsageError(
+                    f"buffer at {addr:#x} of {length:#x} bytes is not page aligned "
+                    f"({PAGE_SIZE:#x})",
+                    hint="use an mmap or session.dma_alloc(size): both are page aligned")
+            if not (readable or writable):
+                raise UsageError("a mapping must be readable or writable by the device",
+                                 hint="pass readable=True and/or writable=True")
+            if iova is None:
+                iova = self.allocate_iova(length, limit=limit)
+            elif iova % PAGE_SIZE or iova < 0:
+                raise UsageError(f"IOVA {iova:#x} is not page aligned ({PAGE_SIZE:#x})",
+                                 hint=f"use a multiple of {PAGE_SIZE:#x}")
+            self._map_ioctl(addr, iova, length, readable, writable)
+        except BaseException:
+            del keep  # release the buffer export now, so that the caller may close its mmap
+            raise
+        m = Mapping(iova, length, readable, writable)
+        self._maps[m.iova] = (m, keep)
+        return m
+
+    def unmap(self, iova: int, length: int | None = None) -> int:
+        """Unmap what was mapped at ``iova``; returns the number of bytes unmapped."""
+        if length is None:
+            if iova not in self._maps:
+                raise UsageError(f"nothing is mapped at IOVA {iova:#x}",
+                                 hint="pass the IOVA a map() returned, or an explicit length")
+            length = self._maps[iova][0].length
+        done = self._unmap_ioctl(iova, length)
+        for k in [k for k, (m, _) in self._maps.items() if iova <= m.iova < iova + length]:
+            del self._maps[k]
+        return done
+
+    def unmap_all(self) -> int:
+        """Unmap the whole IOVA space; returns the number of bytes unmapped."""
+        done = self._unmap_all_ioctl()
+        self._maps.clear()
+        return done
+
+
+def allocate_iova(ranges, taken, length: int, *, align: int, limit: int | None = None) -> int | None:
+    """The lowest ``align``-aligned IOVA where ``length`` bytes fit inside one of ``ranges``
+    (below ``limit``) without overlapping ``taken`` ((start, end) pairs); never IOVA 0, which
+    reads like a null pointer. None if there is no room."""
+    taken = sorted(taken)
+    for r in ranges:
+        cur = max(r.start, align)
+        cur = -(-cur // align) * align
+        end = r.last + 1
+        if limit is not None:
+            end = min(end, limit)
+        for t0, t1 in taken:
+            if t1 <= cur or t0 >= end:
+                continue
+            if t0 >= cur + length:
+                break
+            cur = -(-t1 // align) * align
+        if cur + length <= end:
+            return cur
+    return None
+
+
+def no_room(length: int, limit: int | None, where: str) -> UsageError:
+    below = f" below {limit:#x}" if limit is not None else ""
+    return UsageError(f"no free IOVA range of {length:#x} bytes{below} in {where}",
+                      hint="unmap something first, or map a smaller buffer")
+
+
+_HDR = ctypes.sizeof(uapi.vfio_info_cap_header)
+
+
+def parse_caps(buf: bytes, first: int) -> list[tuple[int, int, int]]:
+    """(id, version, offset) of each capability of a VFIO info buffer's chain.
+
+    A chain that loops, points outside the buffer or below the fixed header ends in a
+    KernelError(EIO) naming the bad offset, never a hang or a misread.
+    """
+    caps, off, seen = [], first, set()
+    while off:
+        if off in seen or off < _HDR or off + _HDR > len(buf):
+            why = "loops" if off in seen else "points outside the buffer"
+            raise KernelError(f"VFIO capability chain {why} (offset {off:#x} of {len(buf)})",
+                              errno.EIO)
+        seen.add(off)
+        hdr = uapi.vfio_info_cap_header.from_buffer_copy(buf, off)
+        caps.append((hdr.id, hdr.version, off))
+        off = hdr.next
+    return caps
