@@ -263,9 +263,9 @@ GROUP_CHECKS: dict[str, tuple[dict[str, str], str]] = {
         ({"legacy": "EINVAL", "iommufd": "EINVAL"},
          "group.c vfio_df_group_open (!vfio_group_has_iommu)"),
     "VFIO_SET_IOMMU before a group is set to the container":
-        ({"legacy": "EINVAL", "iommufd": "EINVAL"},
+        ({"legacy": "EINVAL", "iommufd": "ENODEV"},
          "container.c vfio_ioctl_set_iommu (empty group_list) / vfio_compat.c "
-         "iommufd_vfio_set_iommu"),
+         "iommufd_vfio_set_iommu (get_compat_ioas: no IOAS before a group joins)"),
     "VFIO_IOMMU_MAP_DMA before VFIO_SET_IOMMU":
         ({"legacy": "EINVAL", "iommufd": "ENODEV"},
          "container.c vfio_fops_unl_ioctl (no iommu_driver) / vfio_compat.c "
@@ -286,17 +286,20 @@ GROUP_CHECKS: dict[str, tuple[dict[str, str], str]] = {
     "VFIO_SET_IOMMU":
         ({"legacy": "OK", "iommufd": "OK"}, ""),
     "VFIO_SET_IOMMU a second time":
-        ({"legacy": "EINVAL", "iommufd": "EINVAL"},
-         "container.c vfio_ioctl_set_iommu (iommu_driver set) / vfio_compat.c"),
+        ({"legacy": "EINVAL", "iommufd": "OK"},
+         "container.c vfio_ioctl_set_iommu (iommu_driver set) / vfio_compat.c "
+         "iommufd_vfio_set_iommu (sets the compat IOAS's type again)"),
     "VFIO_GROUP_GET_DEVICE_FD of a name not in the group":
         ({"legacy": "ENODEV", "iommufd": "ENODEV"}, "group.c vfio_device_get_from_name"),
     "VFIO_GROUP_GET_DEVICE_FD":
         ({"legacy": "OK", "iommufd": "OK"}, ""),
     "VFIO_GROUP_UNSET_CONTAINER while a device fd is open":
-        ({"legacy": "EBUSY", "iommufd": "EBUSY"},
-         "group.c vfio_group_ioctl_unset_container"),
+        ({"legacy": "EBUSY", "iommufd": "OK"},
+         "group.c vfio_group_ioctl_unset_container: container_users is checked for VFIO's own "
+         "container only; an iommufd is dropped at once"),
     "VFIO_GROUP_UNSET_CONTAINER after the device fd closed":
-        ({"legacy": "OK", "iommufd": "OK"}, ""),
+        ({"legacy": "OK", "iommufd": "EINVAL"},
+         "group.c vfio_group_ioctl_unset_container (iommufd: already unset above)"),
     "VFIO_GROUP_GET_DEVICE_FD after VFIO_GROUP_UNSET_CONTAINER":
         ({"legacy": "EINVAL", "iommufd": "EINVAL"},
          "group.c vfio_df_group_open (!vfio_group_has_iommu)"),
