@@ -181,21 +181,37 @@ def _test_hook(point: str) -> None:
         time.sleep(float(action.split("=", 1)[1]))
 
 
+def vfio_node(dev: PciDevice) -> Path | None:
+    """The node the kernel makes for a device on vfio-pci, if it is there: the device cdev
+    where the kernel has cdevs, else the group node /dev/vfio/GROUP."""
+    node = dev.cdev_path
+    if node is not None:
+        return node
+    from .kernel import kernel_caps
+
+    if not kernel_caps(dev.sysfs, dev.devfs).cdev and dev.iommu_group is not None:
+        group = dev.devfs / "vfio" / str(dev.iommu_group)
+        return group if group.exists() else None
+    return None
+
+
 def wait_for_cdev(dev: PciDevice, timeout: float, progress: Progress) -> str:
+    """Wait for what the kernel makes: the cdev, or (a kernel without cdevs) the group node."""
     deadline = time.monotonic() + timeout
     told = 0.0
     while True:
-        node = dev.cdev_path
+        node = vfio_node(dev)
         if node is not None:
             return str(node)
         now = time.monotonic()
         if now > deadline:
-            raise BindingError(f"{dev.bdf}: no /dev/vfio/devices node appeared within {timeout:.0f} s",
+            raise BindingError(f"{dev.bdf}: no VFIO node (/dev/vfio/devices/vfioN or "
+                               f"/dev/vfio/{dev.iommu_group}) appeared within {timeout:.0f} s",
                                path=str(dev.path),
-                               hint="check CONFIG_VFIO_DEVICE_CDEV and that devtmpfs or udev "
-                                    "creates /dev/vfio/devices nodes (`vfioctl doctor`)")
+                               hint="check that devtmpfs or udev creates the /dev/vfio nodes "
+                                    "(`vfioctl doctor` checks the set-up)")
         if now - told >= 1.0:
-            progress(f"waiting for {dev.bdf}'s /dev/vfio/devices node...")
+            progress(f"waiting for {dev.bdf}'s /dev/vfio node...")
             told = now
         time.sleep(0.02)
 
@@ -231,8 +247,8 @@ def plan(devices: list[PciDevice], *, group: bool, force: bool) -> list[PciDevic
             names = ", ".join(f"{m.bdf} ({m.driver})" for m in blockers)
             raise Refused(f"{d.bdf}'s IOMMU group {d.iommu_group} has members still on host "
                           f"drivers: {names}", path=str(d.path),
-                          hint="add --group to bind the whole group (each is recorded and "
-                               "restorable); --force does not override this")
+                          hint="bind the whole group (each member is recorded and restorable); "
+                               "forcing does not override this", fix="group")
         for m in blockers:
             wanted.setdefault(m.bdf, m)
     targets = list(wanted.values())
@@ -243,7 +259,7 @@ def plan(devices: list[PciDevice], *, group: bool, force: bool) -> list[PciDevic
             reasons = in_use_reasons(d)
             if reasons:
                 raise Refused(f"{d.bdf} is in use: " + "; ".join(reasons), path=str(d.path),
-                              hint="stop using it, or add --force to bind anyway")
+                              hint="stop using it, or force the bind", fix="force")
     return [d for d in targets if not d.is_bridge]
 
 
@@ -272,7 +288,8 @@ def bind(devices: list[PciDevice], *, group: bool = False, force: bool = False,
                     progress(f"{d.bdf}: write {d.bdf} to {d.path / 'driver/unbind'}")
                 progress(f"{d.bdf}: write {d.bdf} to {d.sysfs / 'bus/pci/drivers_probe'}")
                 progress(f"{d.bdf}: wait for /dev/vfio/devices/vfioN")
-            out.append(BindResult(d.bdf, cur, str(d.cdev_path) if d.cdev_path else None, False))
+            node = vfio_node(d)
+            out.append(BindResult(d.bdf, cur, str(node) if node else None, False))
         return out
     require_root("bind")
     ensure_vfio_driver(targets[0])
@@ -324,7 +341,8 @@ def return_to(d: PciDevice, driver: str | None) -> bool:
     if driver is not None and d.driver != driver:
         raise BindingError(f"{d.bdf}: driver {driver} did not take the device back",
                            path=str(d.path),
-                           hint=f"see `dmesg`; try `vfioctl unbind {d.bdf} --driver NAME`")
+                           hint="see `dmesg`; name another driver to return it to",
+                           fix="driver")
     return changed
 
 
@@ -357,7 +375,7 @@ def unbind(devices: list[PciDevice], *, driver: str | None = None, progress: Pro
             elif d.driver == VFIO_DRIVER:
                 raise UsageError(f"{d.bdf} is on {VFIO_DRIVER} but vfioctl has no record of its "
                                  "original driver", path=str(d.path),
-                                 hint=f"name it: `vfioctl unbind {d.bdf} --driver NAME`")
+                                 hint="name the driver to return it to", fix="driver")
             else:
                 progress(f"{d.bdf}: on {d.driver or '(no driver)'}; nothing to do")
                 out.append(UnbindResult(d.bdf, d.driver, False))

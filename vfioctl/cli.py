@@ -23,7 +23,24 @@ def emit_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
+#: the CLI's words for the library's fix codes (VfioctlError.fix): its own flags
+FIX_HINTS = {
+    "width": "use --width 1, 2, 4 or 8",
+    "pread": "drop --mmap: pread/pwrite access reaches every offset of the region",
+    "group": "add --group to bind the whole group (each member is recorded and restorable); "
+             "--force does not override this",
+    "force": "stop using it, or add --force to bind anyway",
+    "driver": "name the driver: `vfioctl unbind DEVICE --driver NAME`",
+    "hot-reset": "try `vfioctl reset --hot DEVICE` if it sits behind a bridge; `vfioctl info` "
+                 "shows the hot-reset scope",
+    "function-reset": "a device on a root bus has no secondary bus to reset; use `vfioctl reset "
+                      "DEVICE` (without --hot) if it advertises RESET",
+}
+
+
 def fail(exc: VfioctlError, as_json: bool) -> None:
+    if exc.fix in FIX_HINTS:
+        exc.hint = FIX_HINTS[exc.fix]
     if as_json:
         emit_json(exc.to_dict())
     else:
@@ -407,20 +424,26 @@ def restore(as_json):
 @click.argument("device", required=False)
 @json_option
 def doctor(device, as_json):
-    """Check this machine (and DEVICE) for VFIO cdev + iommufd; each failure with its fix."""
+    """Check this machine (and DEVICE) for VFIO: the IOMMU, vfio-pci, the device cdev with
+    iommufd and the legacy group path, and which IOMMU modes can be used; each failure with its
+    fix. Exit 0 when at least one mode can be used."""
     from .doctor import diagnose
     from .pci import resolve
 
-    findings = diagnose(resolve(device) if device else None)
-    ok = all(f.ok for f in findings)
+    d = diagnose(resolve(device) if device else None)
     if as_json:
-        emit_json({"ok": ok, "checks": [f.to_dict() for f in findings]})
+        emit_json(d.to_dict())
     else:
-        for f in findings:
-            click.echo(f"[{'PASS' if f.ok else 'FAIL'}] {f.name}: {f.detail}")
+        for f in d.findings:
+            click.echo(f"[{f.status}] {f.name}: {f.detail}")
             if not f.ok and f.fix:
                 click.echo(f"       fix: {f.fix}")
-    sys.exit(0 if ok else 1)
+        click.echo("IOMMU modes:")
+        for m in d.modes:
+            state = "usable" if m["available"] else f"not available: {m['why_not']}"
+            click.echo(f"  {m['mode']:24s} {state}")
+        click.echo(f"verdict: {'usable in ' + ', '.join(d.usable_modes) if d.ok else 'not usable'}")
+    sys.exit(0 if d.ok else 1)
 
 
 # --- reset, shell, run ---------------------------------------------------------------------------

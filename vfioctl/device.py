@@ -421,7 +421,7 @@ def check_access(info: RegionInfo, offset: int, length: int, width: int | None =
     """Bounds and alignment of an access to a region; raises RegionAccessError naming the fix."""
     if width is not None and width not in WIDTHS:
         raise RegionAccessError(f"width {width} is not one of 1, 2, 4, 8",
-                                hint="use --width 1, 2, 4 or 8")
+                                hint="use a width of 1, 2, 4 or 8 bytes", fix="width")
     if offset < 0 or length <= 0:
         raise RegionAccessError(f"offset {offset:#x} / length {length} is not valid",
                                 hint="use a non-negative offset and a positive length")
@@ -519,7 +519,8 @@ class Region:
         if not self.info.mappable:
             raise RegionAccessError(f"region {self.name} of {self.device.path} cannot be mmapped",
                                     path=self.device.path,
-                                    hint="use pread/pwrite access (drop --mmap)")
+                                    hint="use pread/pwrite access (Region.read/write)",
+                                    fix="pread")
         m = MappedRegion(self)
         self._maps.append(m)
         return m
@@ -566,7 +567,7 @@ class MappedRegion:
         raise RegionAccessError(
             f"{self.region.name}+{offset:#x} is outside the region's mmappable areas "
             f"({', '.join(f'{a.offset:#x}+{a.size:#x}' for a, _ in self.areas) or 'none'})",
-            hint="use pread/pwrite access (drop --mmap) for that offset")
+            hint="use pread/pwrite access (Region.read/write) for that offset", fix="pread")
 
     def _cell(self, offset: int, width: int):
         """A ctypes integer at the register, checked once and cached until close()."""

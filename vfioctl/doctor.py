@@ -1,4 +1,14 @@
-"""``vfioctl doctor``: is this machine (and a device) ready for VFIO cdev + iommufd?"""
+"""``vfioctl doctor``: can this machine (and a device) be used through VFIO, and in which modes?
+
+Judged from what the running kernel shows (/sys/class/iommu, /dev/iommu, the vfio-dev and vfio
+character majors, who serves /dev/vfio/vfio, the vfio-pci driver, /proc/modules); the kernel
+config file is read only for what the runtime cannot show (whether a missing piece is a module
+to load or an option the kernel was built without), and an unreadable one fails nothing.
+
+Each finding is PASS, FAIL (this stands in the way: the fix is named) or NOTE (something this
+host lacks that other modes make up for). The verdict is ok when at least one IOMMU mode can be
+used (for DEVICE: used with that device).
+"""
 from __future__ import annotations
 
 import gzip
@@ -8,10 +18,10 @@ import resource
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .pci import group_blockers
-from .pci import DEVFS, SYSFS, PciDevice
+from .backend import MODES, mode_support
+from .kernel import KernelCaps, cdev_missing, kernel_caps
+from .pci import DEVFS, SYSFS, PciDevice, group_blockers
 
-NEEDED_CONFIG = ("CONFIG_IOMMUFD", "CONFIG_VFIO_DEVICE_CDEV", "CONFIG_VFIO_PCI")
 MEMLOCK_ENOUGH = 64 << 20
 
 
@@ -21,16 +31,39 @@ class Finding:
     ok: bool
     detail: str
     fix: str | None = None
+    #: False: a NOTE, something missing that does not stand in the way
+    required: bool = True
+
+    @property
+    def status(self) -> str:
+        return "PASS" if self.ok else ("FAIL" if self.required else "NOTE")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "status": self.status}
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    findings: list[Finding]
+    modes: list[dict]  # {"mode", "available", "why_not"}, for this host (and DEVICE)
+
+    @property
+    def usable_modes(self) -> list[str]:
+        return [m["mode"] for m in self.modes if m["available"]]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.usable_modes) and all(f.ok or not f.required for f in self.findings)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "usable_modes": self.usable_modes, "modes": self.modes,
+                "checks": [f.to_dict() for f in self.findings]}
 
 
 def kernel_config(proc: Path = Path("/proc"), boot: Path = Path("/boot")) -> tuple[dict, str | None]:
     """(options, where they were read) from /proc/config.gz or /boot/config-$(uname -r)."""
     release = platform.release()
-    candidates = [proc / "config.gz", boot / f"config-{release}"]
-    for path in candidates:
+    for path in (proc / "config.gz", boot / f"config-{release}"):
         try:
             raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
         except OSError:
@@ -44,61 +77,83 @@ def kernel_config(proc: Path = Path("/proc"), boot: Path = Path("/boot")) -> tup
     return {}, None
 
 
-def _config_findings() -> list[Finding]:
-    opts, where = kernel_config()
-    if where is None:
-        return [Finding(f"kernel config {o}", False, "kernel config not readable",
-                        "enable CONFIG_IKCONFIG_PROC (/proc/config.gz) or install "
-                        f"/boot/config-{platform.release()}") for o in NEEDED_CONFIG]
-    out = []
-    for o in NEEDED_CONFIG:
-        v = opts.get(o)
-        if v in ("y", "m"):
-            out.append(Finding(f"kernel config {o}", True, f"{o}={v} ({where})"))
-        else:
-            extra = (" (Debian's stock kernels ship without it: build one with it, e.g. "
-                     "scripts/build-kernel.sh)") if o == "CONFIG_IOMMUFD" else ""
-            out.append(Finding(f"kernel config {o}", False, f"{o} is not set in {where}",
-                               f"use a kernel built with {o}=y{extra}"))
-    return out
+def loaded_modules(path: str = "/proc/modules") -> set[str]:
+    try:
+        with open(path) as f:
+            return {line.split()[0] for line in f if line.strip()}
+    except OSError:
+        return set()
 
 
-def _iommu_findings(sysfs: Path, devfs: Path) -> list[Finding]:
-    out = []
+def _built_as(opts: dict, option: str) -> str:
+    """How the config file says ``option`` is built: ``y``, ``m``, ``n``, or ``?`` (no file)."""
+    if not opts:
+        return "?"
+    return opts.get(option, "n")
+
+
+def _iommu(sysfs: Path, caps: KernelCaps) -> Finding:
     try:
-        units = sorted(os.listdir(sysfs / "class/iommu"))
+        cmdline = Path("/proc/cmdline").read_text().split()
     except OSError:
-        units = []
-    cmdline = ""
-    try:
-        cmdline = Path("/proc/cmdline").read_text().strip()
-    except OSError:
-        pass
-    flags = [w for w in cmdline.split() if "iommu" in w]
-    if units:
-        out.append(Finding("IOMMU present and enabled", True,
-                           f"{', '.join(units)} in /sys/class/iommu; cmdline: "
-                           f"{' '.join(flags) or '(no iommu options)'}"))
-    else:
-        out.append(Finding("IOMMU present and enabled", False,
-                           f"/sys/class/iommu is empty; cmdline: {' '.join(flags) or '(no iommu options)'}",
-                           "enable VT-d/AMD-Vi in firmware and boot with intel_iommu=on (Intel) "
-                           "or amd_iommu=on"))
-    node = devfs / "iommu"
-    if node.exists():
-        out.append(Finding("/dev/iommu present", True, f"{node} exists"))
+        cmdline = []
+    flags = " ".join(w for w in cmdline if "iommu" in w) or "(no iommu options)"
+    if caps.iommu_units:
+        return Finding("IOMMU enabled", True,
+                       f"{', '.join(caps.iommu_units)} in /sys/class/iommu; cmdline: {flags}")
+    return Finding("IOMMU enabled", False, f"/sys/class/iommu is empty; cmdline: {flags}",
+                   "enable VT-d/AMD-Vi in firmware and boot with intel_iommu=on (Intel) or "
+                   "amd_iommu=on")
+
+
+def _vfio_pci(caps: KernelCaps, opts: dict, modules: set[str]) -> Finding:
+    if caps.vfio_pci:
+        how = "loaded module" if "vfio_pci" in modules else "built in"
+        return Finding("vfio-pci driver", True, f"registered ({how})")
+    built = _built_as(opts, "CONFIG_VFIO_PCI")
+    fix = ("the kernel was built without CONFIG_VFIO_PCI: use one built with it" if built == "n"
+           else "load it: modprobe vfio-pci")
+    return Finding("vfio-pci driver", False, "not registered (/sys/bus/pci/drivers/vfio-pci)",
+                   fix)
+
+
+def _container(caps: KernelCaps) -> Finding:
+    what = {"legacy": "VFIO's own container (CONFIG_VFIO_CONTAINER, type1)",
+            "iommufd": "iommufd's compat container (CONFIG_IOMMUFD_VFIO_CONTAINER)",
+            "unknown": "present, but not openable by this user"}.get(caps.container or "")
+    if what:
+        return Finding("/dev/vfio/vfio", caps.container != "unknown", what,
+                       None if caps.container != "unknown" else
+                       "run as root, or give your user access to /dev/vfio/vfio", required=False)
+    return Finding("/dev/vfio/vfio", False, "absent: no legacy group path",
+                   "the group path needs CONFIG_VFIO_CONTAINER or "
+                   "CONFIG_IOMMUFD_VFIO_CONTAINER, and the vfio module loaded", required=False)
+
+
+def _cdev(caps: KernelCaps, devfs: Path, opts: dict) -> list[Finding]:
+    why = cdev_missing(caps)
+    if why is None:
+        node = devfs / "iommu"
         ok = os.access(node, os.R_OK | os.W_OK)
-        out.append(Finding("/dev/iommu permissions", ok,
-                           f"{'read/write' if ok else 'no read/write'} access for uid {os.getuid()}",
-                           None if ok else "run as root, or give your user access to /dev/iommu "
-                                           "(a udev rule setting its group and mode)"))
+        return [Finding("device cdev + iommufd", True,
+                        "/dev/iommu and vfio-dev character devices present"),
+                Finding("/dev/iommu permissions", ok,
+                        f"{'read/write' if ok else 'no read/write'} access for uid "
+                        f"{os.getuid()}",
+                        None if ok else "run as root, or give your user access to /dev/iommu "
+                                        "(a udev rule setting its group and mode)")]
+    if _built_as(opts, "CONFIG_IOMMUFD") == "m" and not caps.iommufd:
+        fix = "load iommufd (modprobe iommufd)"
     else:
-        out.append(Finding("/dev/iommu present", False, f"{node} does not exist",
-                           "load iommufd (`modprobe iommufd`); the kernel needs CONFIG_IOMMUFD"))
-    return out
+        fix = ("the cdev checks (`vfioctl probe` on the cdev, iommufd mode) need a kernel built "
+               "with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV")
+    other = caps.container in ("legacy", "iommufd")
+    if other:
+        fix += "; every other command works through the legacy group and container here"
+    return [Finding("device cdev + iommufd", False, why, fix, required=not other)]
 
 
-def _memlock_finding() -> Finding:
+def _memlock() -> Finding:
     soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     root = os.geteuid() == 0
     if soft == resource.RLIM_INFINITY or root or soft >= MEMLOCK_ENOUGH:
@@ -110,42 +165,65 @@ def _memlock_finding() -> Finding:
                    f"raise it (`ulimit -l {MEMLOCK_ENOUGH >> 10}` or limits.conf memlock)")
 
 
-def _device_findings(dev: PciDevice) -> list[Finding]:
+def _device(dev: PciDevice, caps: KernelCaps) -> list[Finding]:
     out = []
     drv = dev.driver
     out.append(Finding(f"{dev.bdf} driver", drv == "vfio-pci", f"bound to {drv or '(no driver)'}",
                        None if drv == "vfio-pci" else f"`vfioctl bind {dev.bdf}`"))
-    blockers = group_blockers(dev)
     group = dev.iommu_group
     if group is None:
         out.append(Finding(f"{dev.bdf} IOMMU group", False, "no IOMMU group",
                            "enable the IOMMU (see above)"))
-    else:
-        members = ", ".join(m.bdf for m in dev.group_members())
-        out.append(Finding(
-            f"{dev.bdf} IOMMU group viable", not blockers,
-            f"group {group}: {members}" + ("; on host drivers: " + ", ".join(
-                f"{m.bdf} ({m.driver})" for m in blockers) if blockers else ""),
-            None if not blockers else f"`vfioctl bind --group {dev.bdf}`"))
-    node = dev.cdev_path
-    if node is not None:
+        return out
+    blockers = group_blockers(dev)
+    members = ", ".join(m.bdf for m in dev.group_members())
+    out.append(Finding(
+        f"{dev.bdf} IOMMU group viable", not blockers,
+        f"group {group}: {members}" + ("; on host drivers: " + ", ".join(
+            f"{m.bdf} ({m.driver})" for m in blockers) if blockers else ""),
+        None if not blockers else f"`vfioctl bind --group {dev.bdf}`"))
+    if drv != "vfio-pci":
+        return out
+    nodes = []
+    if caps.cdev_usable:
+        nodes.append(("cdev", dev.cdev_path))
+    if caps.container is not None:
+        g = dev.devfs / "vfio" / str(group)
+        nodes.append(("group node", g if g.exists() else None))
+    for what, node in nodes:
+        if node is None:
+            out.append(Finding(f"{dev.bdf} {what}", False, "no node in /dev/vfio",
+                               "devtmpfs or udev must create the /dev/vfio nodes"))
+            continue
         ok = os.access(node, os.R_OK | os.W_OK)
-        out.append(Finding(f"{dev.bdf} cdev", ok, f"{node}" + ("" if ok else " (no read/write access)"),
+        out.append(Finding(f"{dev.bdf} {what}", ok,
+                           f"{node}" + ("" if ok else " (no read/write access)"),
                            None if ok else f"run as root, or give your user access to {node}"))
-    else:
-        fix = (f"`vfioctl bind {dev.bdf}`" if drv != "vfio-pci"
-               else "the kernel needs CONFIG_VFIO_DEVICE_CDEV=y")
-        out.append(Finding(f"{dev.bdf} cdev", False, "no /dev/vfio/devices node", fix))
     return out
 
 
-def diagnose(device: PciDevice | None = None, sysfs: Path = SYSFS, devfs: Path = DEVFS) -> list[Finding]:
-    out = _config_findings()
-    out += _iommu_findings(sysfs, devfs)
-    out.append(_memlock_finding())
+def diagnose(device: PciDevice | None = None, sysfs: Path = SYSFS,
+             devfs: Path = DEVFS) -> Diagnosis:
+    caps = kernel_caps(sysfs, devfs)
+    opts, _where = kernel_config()
+    findings = [_iommu(sysfs, caps), _vfio_pci(caps, opts, loaded_modules()), _container(caps)]
+    findings += _cdev(caps, devfs, opts)
+    findings.append(_memlock())
+    modes = [s.to_dict() for s in mode_support(caps)]
+    if not caps.iommu_units or not caps.vfio_pci:
+        why = "no IOMMU enabled" if not caps.iommu_units else "vfio-pci is not registered"
+        modes = [{**m, "available": False, "why_not": m["why_not"] or why} for m in modes]
     if device is not None:
-        out += _device_findings(device)
-    return out
+        dev_findings = _device(device, caps)
+        findings += dev_findings
+        blocked = [f for f in dev_findings if not f.ok]
+        if blocked:
+            why = f"{device.bdf}: {blocked[0].detail}"
+            modes = [{**m, "available": False, "why_not": m["why_not"] or why} for m in modes]
+        elif device.cdev_path is None:
+            modes = [{**m, "available": False, "why_not": f"{device.bdf} has no cdev"}
+                     if m["mode"] == "iommufd" and m["available"] else m for m in modes]
+    return Diagnosis(findings, modes)
 
 
-__all__ = ["diagnose", "Finding", "kernel_config"]
+__all__ = ["diagnose", "Diagnosis", "Finding", "kernel_config", "MODES"]

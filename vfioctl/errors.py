@@ -22,13 +22,18 @@ class VfioctlError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, *, errno: int | None = None, op: str | None = None,
-                 path: str | os.PathLike | None = None, hint: str | None = None):
+                 path: str | os.PathLike | None = None, hint: str | None = None,
+                 fix: str | None = None):
         super().__init__(message)
         self.message = message
         self.errno = errno
         self.op = op
         self.path = os.fspath(path) if path is not None else None
         self.hint = hint
+        #: a code naming the kind of fix (``width``, ``pread``, ``group``, ...), for front ends
+        #: that phrase the fix in their own terms (the CLI names its flags); ``hint`` says it in
+        #: the library's terms
+        self.fix = fix
 
     def __str__(self) -> str:
         return self.message

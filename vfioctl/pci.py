@@ -166,7 +166,7 @@ def find_by_cdev(name: str, sysfs: Path = SYSFS, devfs: Path = DEVFS) -> PciDevi
         bdf = os.path.basename(os.readlink(link))
     except OSError:
         raise DeviceNotFound(f"no VFIO device cdev {name}", path=str(devfs / "vfio/devices" / name),
-                             hint="`vfioctl list --vfio` lists the cdevs; bind a device with "
+                             hint="`vfioctl list` shows the cdevs; bind a device with "
                                   "`vfioctl bind DEVICE`") from None
     return PciDevice(bdf, sysfs, devfs)
 

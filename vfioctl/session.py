@@ -116,8 +116,8 @@ class Session:
                 f"{self.pci.bdf} cannot be hot reset here: the topology gives no bus or slot "
                 f"to reset ({errno_name(exc.errno)})", errno=exc.errno, op=exc.op,
                 path=exc.path, hint="a device on a root bus has no secondary bus to reset; a "
-                                    "function reset works if the device advertises RESET"
-            ) from None
+                                    "function reset works if the device advertises RESET",
+                fix="function-reset") from None
         if scope.uses_devid:
             owned = scope.all_owned
         else:  # the group path: every affected device's group must be one we hold open
@@ -138,7 +138,7 @@ class Session:
             raise EnvironmentProblem(
                 f"{self.pci.bdf} does not advertise VFIO_DEVICE_RESET (no FLR, PM or bus "
                 "reset method)", hint="a hot reset may work if it sits behind a bridge; the "
-                                      "device info shows the hot-reset scope")
+                                      "device info shows the hot-reset scope", fix="hot-reset")
         self.device.reset()
 
     def dma_alloc(self, size: int, *, iova: int | None = None, readable: bool = True,

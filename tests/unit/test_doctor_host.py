@@ -1,4 +1,5 @@
-"""`vfioctl doctor` on the machine running the tests: every failed check names its fix."""
+"""`vfioctl doctor` on the machine running the tests: every failed check names its fix, and the
+verdict follows the modes."""
 import json
 import os
 import subprocess
@@ -10,15 +11,24 @@ def test_doctor_names_each_missing_piece_on_this_host():
                        text=True)
     report = json.loads(p.stdout)
     assert p.returncode == (0 if report["ok"] else 1)
+    assert report["ok"] == bool(report["usable_modes"]) or not report["ok"]
     failed = [c for c in report["checks"] if not c["ok"]]
     assert all(c["fix"] for c in failed), failed
+    assert {c["status"] for c in report["checks"]} <= {"PASS", "FAIL", "NOTE"}
     by_name = {c["name"]: c for c in report["checks"]}
     if not os.path.exists("/dev/iommu"):
-        assert not by_name["/dev/iommu present"]["ok"]
-        assert "CONFIG_IOMMUFD" in by_name["/dev/iommu present"]["fix"]
-        assert not report["ok"]
+        cdev = by_name["device cdev + iommufd"]
+        assert not cdev["ok"] and "CONFIG_IOMMUFD" in cdev["detail"]
+        assert "iommufd" not in report["usable_modes"]
+    if not os.listdir("/sys/class/iommu") if os.path.isdir("/sys/class/iommu") else True:
+        assert not report["ok"] and report["usable_modes"] == []
+    assert [m["mode"] for m in report["modes"]] == [
+        "iommufd", "iommufd_compat_type1", "iommufd_compat_type1v2", "vfio_type1_iommu",
+        "vfio_type1v2_iommu"]
+    assert all(m["why_not"] for m in report["modes"] if not m["available"])
     text = subprocess.run([sys.executable, "-m", "vfioctl", "doctor"], capture_output=True,
                           text=True)
     assert text.returncode == p.returncode and "Traceback" not in text.stderr
     for c in failed:
-        assert f"[FAIL] {c['name']}" in text.stdout and f"fix: {c['fix']}" in text.stdout
+        assert f"[{c['status']}] {c['name']}" in text.stdout and f"fix: {c['fix']}" in text.stdout
+    assert text.stdout.splitlines()[-1].startswith("verdict: ")

@@ -9,6 +9,11 @@ probing ioctls), never from its name. A test whose feature is missing is deselec
 and reported on one line per kernel: ``deselected for missing kernel features: ...``; never
 skipped. The features and counts are also written to $VFIOCTL_VM_WORKDIR/features.json for
 scripts/vm-tests.
+
+IOMMU modes: a test that takes the ``mode`` fixture runs once per mode of vfioctl.backend.MODES
+(``group_mode``: once per mode of the group path);
+the modes the booted kernel does not offer (vfioctl.backend.mode_support) are deselected and
+counted the same way (``mode:NAME``).
 """
 from __future__ import annotations
 
@@ -18,7 +23,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from vmhelpers import EDU, IVSHMEM, FEATURES, driver_of, find_pci, kernel_features, sysfs_bind
+from vmhelpers import (EDU, IVSHMEM, FEATURES, driver_of, find_pci, kernel_features,
+                       offered_modes, sysfs_bind)
+
+from vfioctl.backend import MODES
 
 _report: dict = {}
 
@@ -33,6 +41,16 @@ def _wanted(item) -> list[str]:
     return [f for m in item.iter_markers("requires") for f in m.args]
 
 
+#: parameter name -> the modes it runs over
+MODE_PARAMS = {"mode": MODES, "group_mode": tuple(m for m in MODES if m != "iommufd")}
+
+
+def pytest_generate_tests(metafunc):
+    for name, modes in MODE_PARAMS.items():
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, modes)
+
+
 def pytest_collection_modifyitems(config, items):
     if not config.getoption("--vm", default=False):
         return
@@ -41,10 +59,14 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"unknown kernel feature {f!r} in a requires() marker "
                                     f"(known: {', '.join(FEATURES)})")
     have = kernel_features()
+    modes = offered_modes()
     keep, drop, why = [], [], Counter()
     for item in items:
         missing = [f for f in _wanted(item)
                    if (have[f[3:]] if f.startswith("no-") else not have[f])]
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        missing += [f"mode:{params[p]}" for p in MODE_PARAMS
+                    if p in params and params[p] not in modes]
         if missing:
             drop.append(item)
             why.update(missing)
@@ -53,7 +75,7 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
-    _report.update(features=have, deselected=dict(why), deselected_total=len(drop))
+    _report.update(features=have, modes=modes, deselected=dict(why), deselected_total=len(drop))
     workdir = os.environ.get("VFIOCTL_VM_WORKDIR")
     if workdir:
         Path(workdir, "features.json").write_text(json.dumps(_report, indent=1))
@@ -70,8 +92,9 @@ def deselected_line(report: dict) -> str:
 def pytest_report_header(config):
     if config.getoption("--vm", default=False):
         have = kernel_features()
-        return "kernel features: " + ", ".join(f"{k}={'yes' if v else 'no'}"
-                                               for k, v in have.items())
+        return ["kernel features: " + ", ".join(f"{k}={'yes' if v else 'no'}"
+                                                for k, v in have.items()),
+                "IOMMU modes offered: " + ", ".join(offered_modes())]
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -1,4 +1,5 @@
-"""Issue 3 proven on real devices: region access, mmap, config space, probe, bad input."""
+"""Region access, mmap, config space, probe and bad input on real devices, in every IOMMU mode
+the booted kernel offers (the ``mode`` fixture)."""
 from __future__ import annotations
 
 import json
@@ -12,15 +13,13 @@ from vmhelpers import E1000E, NVME, IVSHMEM, EDU, driver_of, find_pci, run_cli, 
 import vfioctl
 from vfioctl.errors import RegionAccessError
 
-# the device cdev and iommufd (the IOMMU-modes work runs these on the group path too)
-pytestmark = pytest.mark.requires("cdev")
-
 EDU_ID = 0x010000ED
 
 
 # --- edu through pread/pwrite and mmap --------------------------------------------------------
-def test_edu_id_liveness_factorial_through_pread_pwrite(edu):
-    with vfioctl.open(edu) as s:
+def test_edu_id_liveness_factorial_through_pread_pwrite(edu, mode):
+    with vfioctl.open(edu, iommu_mode=mode) as s:
+        assert s.iommu_mode == mode
         bar0 = s.region("bar0")
         assert bar0.read(0x00) == EDU_ID
         for v in (0x12345678, 0, 0xFFFFFFFF):
@@ -34,8 +33,8 @@ def test_edu_id_liveness_factorial_through_pread_pwrite(edu):
         assert bar0.read(0x08) == 3628800
 
 
-def test_edu_id_liveness_factorial_through_mmap(edu):
-    with vfioctl.open(edu) as s:
+def test_edu_id_liveness_factorial_through_mmap(edu, mode):
+    with vfioctl.open(edu, iommu_mode=mode) as s:
         m = s.region("bar0").mmap()
         assert m.read(0x00) == EDU_ID
         m.write(0x04, 0xA5A5F00F)
@@ -51,28 +50,42 @@ def test_edu_id_liveness_factorial_through_mmap(edu):
         assert exc.value.hint == "mmap the region again"
 
 
-def test_cli_read_write_on_edu(edu):
-    rc, out, err = run_cli("read", edu, "bar0", "0")
+def test_cli_read_write_on_edu(edu, mode):
+    m = ("--iommu-mode", mode)
+    rc, out, err = run_cli("read", edu, "bar0", "0", *m)
     assert (rc, out) == (0, "0x010000ed\n"), err
-    rc, out, err = run_cli("read", edu, "bar0", "0", "--mmap", "--json")
+    rc, out, err = run_cli("read", edu, "bar0", "0", "--mmap", "--json", *m)
     assert rc == 0, err
     assert json.loads(out)["values"] == [EDU_ID]
-    rc, out, err = run_cli("write", edu, "bar0", "4", "0x0000ffff")
+    assert json.loads(out)["iommu_mode"] == mode
+    rc, out, err = run_cli("write", edu, "bar0", "4", "0x0000ffff", *m)
     assert rc == 0, err
     # a new session: vfio-pci does not reset edu between opens; liveness keeps the value
-    rc, out, err = run_cli("read", edu, "bar0", "0x4", "--width", "4", "--count", "2")
+    rc, out, err = run_cli("read", edu, "bar0", "0x4", "--width", "4", "--count", "2", *m)
     assert rc == 0, err
     assert out.splitlines()[0] == "0xffff0000"
-    rc, out, err = run_cli("read", edu, "config", "0", "-w", "2", "-n", "2")
+    rc, out, err = run_cli("read", edu, "config", "0", "-w", "2", "-n", "2", *m)
     assert out.splitlines() == ["0x1234", "0x11e8"], err
-    rc, out, err = run_cli("dump", edu, "config", "0", "16")
+    rc, out, err = run_cli("dump", edu, "config", "0", "16", *m)
     assert rc == 0 and out.startswith("00000000  34 12 e8 11"), out + err
+    # the environment variable chooses the mode as the option does
+    env_rc, env_out, _ = run_cli("read", edu, "bar0", "0", "--json", env={"VFIOCTL_IOMMU_MODE": mode})
+    assert env_rc == 0 and json.loads(env_out)["iommu_mode"] == mode
 
 
-def test_info_lists_edu_regions_and_irqs(edu):
-    rc, out, err = run_cli("info", edu, "--json")
+def test_info_lists_edu_regions_and_irqs(edu, mode):
+    rc, out, err = run_cli("info", edu, "--json", "--iommu-mode", mode)
     assert rc == 0, err
     info = json.loads(out)
+    assert info["iommu_mode"] == mode
+    ranges = info["iommu"]["iova_ranges"]
+    assert ranges and all(r[0] <= r[1] for r in ranges)
+    if mode == "iommufd":
+        assert info["devid"] >= 1 and info["device_fd_from"].startswith("/dev/vfio/devices/")
+    else:
+        assert info["devid"] is None and info["device_fd_from"].startswith("/dev/vfio/")
+        assert info["iommu"]["iova_pgsizes"] & 4096
+        assert info["container_kind"] == ("iommufd" if "compat" in mode else "legacy")
     regions = {r["name"]: r for r in info["regions"]}
     assert regions["bar0"]["size"] == 1 << 20 and regions["bar0"]["flag_names"] == [
         "READ", "WRITE", "MMAP"]
@@ -83,10 +96,10 @@ def test_info_lists_edu_regions_and_irqs(edu):
 
 
 # --- ivshmem: the BAR is a host file ----------------------------------------------------------
-def test_ivshmem_mmap_sees_host_pattern_and_writes_reach_host(ivshmem, workdir):
+def test_ivshmem_mmap_sees_host_pattern_and_writes_reach_host(ivshmem, workdir, mode):
     host = (workdir / "host-pattern.bin").read_bytes()
     mine = f"vfioctl-guest-pattern-{secrets.token_hex(8)}".encode()
-    with vfioctl.open(ivshmem) as s:
+    with vfioctl.open(ivshmem, iommu_mode=mode) as s:
         shm = s.region("bar2")
         assert shm.size == 1 << 20
         m = shm.mmap()
@@ -100,13 +113,13 @@ def test_ivshmem_mmap_sees_host_pattern_and_writes_reach_host(ivshmem, workdir):
 
 # --- config space equals sysfs ----------------------------------------------------------------
 @pytest.mark.parametrize("ids", [EDU, IVSHMEM, NVME, E1000E])
-def test_config_region_equals_sysfs_config(ids):
+def test_config_region_equals_sysfs_config(ids, mode):
     bdf = find_pci(ids)
     before = driver_of(bdf)
     sysfs_bind(bdf, "vfio-pci")
     try:
         sysfs_cfg = open(f"/sys/bus/pci/devices/{bdf}/config", "rb").read()
-        with vfioctl.open(bdf) as s:
+        with vfioctl.open(bdf, iommu_mode=mode) as s:
             cfg = s.region("config")
             n = min(cfg.size, len(sysfs_cfg), 256)
             assert cfg.read_bytes(0, n) == sysfs_cfg[:n]
@@ -116,21 +129,51 @@ def test_config_region_equals_sysfs_config(ids):
 
 # --- probe ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fixture", ["edu", "ivshmem"])
-def test_probe_table_passes(fixture, request):
+def test_probe_table_passes(fixture, request, mode):
     bdf = request.getfixturevalue(fixture)
-    rc, out, err = run_cli("probe", bdf, "--json")
+    rc, out, err = run_cli("probe", bdf, "--json", "--iommu-mode", mode)
     report = json.loads(out)
     bad = [c for c in report["checks"] if not c["ok"]]
     assert rc == 0 and report["ok"] and not bad, (bad, err)
-    assert report["devid"] >= 1
+    assert report["iommu_mode"] == mode
     names = {c["name"]: c for c in report["checks"]}
-    assert names["before bind: mmap bar0"]["observed"] == "EINVAL"
-    assert names["BIND fd of /dev/null"]["observed"] == "EBADFD"
-    assert names["BIND closed fd number"]["observed"] == "EBADF"
-    assert any(n.startswith("open /dev/vfio/") and c["observed"] == "EBUSY"
-               for n, c in names.items())
-    rc, out, _ = run_cli("probe", bdf)
+    if mode == "iommufd":
+        assert report["devid"] >= 1
+        assert names["before bind: mmap bar0"]["observed"] == "EINVAL"
+        assert names["BIND fd of /dev/null"]["observed"] == "EBADFD"
+        assert names["BIND closed fd number"]["observed"] == "EBADF"
+        assert names["after DETACH: BIND again"]["observed"] == "EINVAL"
+        assert names["reopened: VFIO_DEVICE_GET_INFO"]["observed"] == "EINVAL"
+        assert any(n.startswith("open /dev/vfio/") and c["observed"] == "EBUSY"
+                   for n, c in names.items())
+    else:
+        assert names["open the group node a second time"]["observed"] == "EBUSY"
+        assert names["VFIO_GROUP_GET_DEVICE_FD before the group has a container"][
+            "observed"] == "EINVAL"
+        assert names["device fd: config vendor:device equals sysfs"]["observed"] == (
+            "1234:11e8" if fixture == "edu" else "1af4:1110")
+        assert len(report["checks"]) >= 25
+    rc, out, _ = run_cli("probe", bdf, "--iommu-mode", mode)
     assert rc == 0 and "PASS" in out and "FAIL" not in out
+
+
+@pytest.mark.requires("no-cdev")
+def test_probe_without_cdevs_runs_the_group_path_and_says_why(edu):
+    rc, out, err = run_cli("probe", edu)
+    assert rc == 0, out + err
+    first = out.splitlines()[0]
+    assert first.startswith("note: the cdev checks could not run: this kernel lacks "
+                            "CONFIG_IOMMUFD"), out
+    assert "group path" in out and "FAIL" not in out
+
+
+@pytest.mark.requires("no-cdev")
+def test_explicit_iommufd_mode_without_it_is_one_line(edu):
+    rc, out, err = run_cli("read", edu, "bar0", "0", "--iommu-mode", "iommufd")
+    _assert_clean_error(rc, out, err, "IOMMU mode iommufd is not available on this host",
+                        "CONFIG_IOMMUFD", "this host offers: vfio_type1_iommu, "
+                        "vfio_type1v2_iommu")
+    assert len(err.strip().splitlines()) == 2
 
 
 # --- bad input: one line, the fix, exit 2 -------------------------------------------------------
@@ -155,13 +198,23 @@ def test_error_device_not_on_vfio_pci():
                         f"vfioctl bind {nvme}")
 
 
+@pytest.mark.requires("cdev")
 def test_error_no_dev_iommu(edu):
     os.rename("/dev/iommu", "/dev/iommu.hidden")
     try:
-        _assert_clean_error(*run_cli("read", edu, "bar0", "0"), "/dev/iommu does not exist",
-                            "CONFIG_IOMMUFD")
+        _assert_clean_error(*run_cli("read", edu, "bar0", "0", "--iommu-mode", "iommufd"),
+                            "IOMMU mode iommufd is not available", "no /dev/iommu")
+        # auto falls back to the group path where the kernel has a container
+        rc, out, err = run_cli("read", edu, "bar0", "0", "--json")
+        assert rc == 0, err
+        assert json.loads(out)["iommu_mode"] in ("vfio_type1v2_iommu", "iommufd_compat_type1v2")
     finally:
         os.rename("/dev/iommu.hidden", "/dev/iommu")
+
+
+def test_error_unknown_iommu_mode(edu):
+    _assert_clean_error(*run_cli("read", edu, "bar0", "0", "--iommu-mode", "type3"),
+                        "unknown IOMMU mode 'type3'", "auto, iommufd, iommufd_compat_type1")
 
 
 def test_error_permission_denied(edu):
@@ -191,8 +244,8 @@ def test_error_value_wider_than_width(edu):
                         "does not fit in 2 bytes")
 
 
-def test_library_errors_are_typed(edu):
-    with vfioctl.open(edu) as s:
+def test_library_errors_are_typed(edu, mode):
+    with vfioctl.open(edu, iommu_mode=mode) as s:
         with pytest.raises(RegionAccessError):
             s.region("bar0").read(0x100000)
         with pytest.raises(RegionAccessError):

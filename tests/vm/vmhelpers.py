@@ -83,8 +83,10 @@ def cdev_of(bdf: str) -> Path:
     return node
 
 
-def run_cli(*args: str, user: int | None = None) -> tuple[int, str, str]:
-    """Run ``vfioctl ARGS`` in a fresh process: (exit status, stdout, stderr).
+def run_cli(*args: str, user: int | None = None,
+            env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run ``vfioctl ARGS`` in a fresh process: (exit status, stdout, stderr); ``env`` adds
+    environment variables.
 
     With ``user``, the child drops to that uid/gid after fork (the interpreter is under /root,
     which other users cannot enter, so it cannot simply be exec'ed as them).
@@ -93,7 +95,7 @@ def run_cli(*args: str, user: int | None = None) -> tuple[int, str, str]:
 
     if user is None:
         p = subprocess.run([sys.executable, "-m", "vfioctl", *args], capture_output=True,
-                           text=True, timeout=120)
+                           text=True, timeout=120, env={**os.environ, **(env or {})})
         return p.returncode, p.stdout, p.stderr
     import vfioctl.cli  # noqa: F401  (import before dropping privileges)
     import vfioctl.session  # noqa: F401
@@ -163,6 +165,17 @@ def kernel_features() -> dict[str, bool]:
         total = SYS_PCI / "devices" / pf[0] / "sriov_totalvfs"
         have["sriov"] = total.exists() and int(total.read_text()) > 0
     return have
+
+
+@functools.cache
+def offered_modes() -> list[str]:
+    """The IOMMU modes the booted kernel serves, by vfioctl's own judgement (vfioctl.backend);
+    test_testbed checks it against what the kernel shows."""
+    from vfioctl.backend import mode_support
+    from vfioctl.kernel import kernel_caps
+
+    load_driver("vfio-pci")
+    return [s.mode for s in mode_support(kernel_caps()) if s.available]
 
 
 def _bind_token_flag_known() -> bool:
