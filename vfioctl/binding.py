@@ -239,9 +239,10 @@ def plan(devices: list[PciDevice], *, group: bool, force: bool) -> list[PciDevic
     with the reason and the way out."""
     wanted = {d.bdf: d for d in devices}
     for d in devices:
-        if d.is_bridge:
-            raise Refused(f"{d.bdf} is a PCI bridge: vfio-pci does not take bridges",
-                          path=str(d.path), hint="bind the devices behind the bridge instead")
+        if d.is_pci_bridge:
+            raise Refused(f"{d.bdf} is a PCI bridge (header type {d.header_type}): vfio-pci "
+                          "does not take bridges", path=str(d.path),
+                          hint="bind the devices behind the bridge instead")
         blockers = [m for m in d.group_members() if m.bdf not in wanted and member_blocks_vfio(m)]
         if blockers and not group:
             names = ", ".join(f"{m.bdf} ({m.driver})" for m in blockers)
@@ -250,17 +251,24 @@ def plan(devices: list[PciDevice], *, group: bool, force: bool) -> list[PciDevic
                           hint="bind the whole group (each member is recorded and restorable); "
                                "forcing does not override this", fix="group")
         for m in blockers:
+            if m.is_pci_bridge:
+                raise Refused(f"{d.bdf}'s IOMMU group {d.iommu_group} cannot be made usable: "
+                              f"{m.bdf} is a PCI bridge on {m.driver}, which vfio-pci does not "
+                              "take", path=str(d.path),
+                              hint="the group cannot be given to vfio on this topology")
             wanted.setdefault(m.bdf, m)
     targets = list(wanted.values())
     if not force:
         for d in targets:
-            if d.is_bridge:
-                continue
             reasons = in_use_reasons(d)
+            if d.is_bridge:  # host, ISA/LPC bridge functions: the platform may depend on them
+                reasons.insert(0, f"it is a bridge-class function (class {d.pci_class:#08x})"
+                               + (f" on {d.driver}" if d.driver else "")
+                               + ": the platform may depend on it")
             if reasons:
                 raise Refused(f"{d.bdf} is in use: " + "; ".join(reasons), path=str(d.path),
                               hint="stop using it, or force the bind", fix="force")
-    return [d for d in targets if not d.is_bridge]
+    return targets
 
 
 # --- bind / unbind / restore ---------------------------------------------------------------------

@@ -377,7 +377,6 @@ class Device(FdOwner):
     # --- interrupts and bus mastering -----------------------------------------------------------
     def enable_irq(self, index: int | str, count: int = 1):
         """Wire ``count`` vectors of IRQ ``index`` (intx, msi, msix or a number) to eventfds."""
-        from .irq import IrqSet
 
         return IrqSet(self, index, count)
 

@@ -101,9 +101,9 @@ class DmaSpace:
             limit: int | None = None) -> Mapping:
         """Map a writable buffer at ``iova`` (or one chosen inside the usable ranges, below
         ``limit``). ``readable``/``writable`` are the device's rights. Note: intel-iommu (VT-d)
-        maps every present page readable (Linux 6.12 ``__domain_mapping`` sets
+        maps every present page readable on Linux 6.12 (``__domain_mapping`` sets
         DMA_FL_PTE_PRESENT, which is the READ bit), so there a write-only mapping can still be
-        read by the device; a read-only mapping is enforced.
+        read by the device; 7.x enforces it. A read-only mapping is enforced on both.
         """
         addr, length, keep = buffer_address(buf)
         try:

@@ -88,7 +88,24 @@ class PciDevice:
 
     @property
     def is_bridge(self) -> bool:
+        """A bridge-class function (class 0x06: host, ISA/LPC, PCI-to-PCI ... bridges)."""
         return (self.pci_class >> 16) == PCI_CLASS_BRIDGE
+
+    @property
+    def header_type(self) -> int:
+        """The config header layout (0: a normal function; 1: PCI-to-PCI bridge; 2: CardBus);
+        0 if config space cannot be read."""
+        try:
+            with open(self.path / "config", "rb") as f:
+                f.seek(0x0E)
+                return f.read(1)[0] & 0x7F
+        except (OSError, IndexError):
+            return 0
+
+    @property
+    def is_pci_bridge(self) -> bool:
+        """A bridge vfio-pci refuses: its header is not the normal one."""
+        return self.header_type != 0
 
     @property
     def driver(self) -> str | None:

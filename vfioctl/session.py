@@ -171,6 +171,10 @@ class Session:
     def close(self) -> None:
         """Reverse order: DMA buffers, the device (IRQs, regions, detach), the backend. Every
         step runs even if an earlier one fails; the first failure is raised at the end."""
+        if self.backend is None:  # closed already, or the backend never opened
+            if self.device is not None:
+                self.device.close()
+            return
         first: BaseException | None = None
         for buf in reversed(list(self._dma)):
             try:
@@ -182,13 +186,11 @@ class Session:
                 self.backend.release_device(self.device)
             except KernelError as exc:
                 first = first or exc
-            self.device = None if self.device.closed else self.device
-        if self.backend is not None:
-            backend, self.backend = self.backend, None
-            try:
-                backend.release()
-            except KernelError as exc:
-                first = first or exc
+        backend, self.backend = self.backend, None
+        try:
+            backend.release()
+        except KernelError as exc:
+            first = first or exc
         if first is not None:
             raise first
 

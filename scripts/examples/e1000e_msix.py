@@ -7,10 +7,9 @@ IVAR (0xE4) routes the queue causes RXQ0/RXQ1/TXQ0/TXQ1 to vectors 0-3; ICS (0xC
 Interrupt throttling (ITR 0xC4, EITR[n] 0xE8 + 4n) is switched off first, and OTHER (link status,
 raised on the device's own schedule) stays masked.
 
-Not part of the CI suite: under QEMU 7.2's emulated e1000e, a throttling timer that fires after
-MSI-X is disabled trips an assertion (e1000e_intrmgr_on_msix_throttling_timer) that aborts the
-whole VM, and it did so intermittently around this sequence. QEMU 7.2 also delivers vector 1 a
-second time; unexplained. Run it by hand (scripts/vm-run) when working on interrupts.
+The suite runs the same check (tests/vm/test_dma_irq_reset.py) in every IOMMU mode: QEMU 10's
+e1000e no longer aborts the VM on a late throttling timer as QEMU 7.2's did. QEMU 10 sometimes
+delivers a vector twice for one ICS write; unexplained, tolerated (at most 2).
 """
 import sys
 

@@ -99,6 +99,9 @@ def _fake_pci(root, bdf, cls, driver=None, group=1):
     (d / "class").write_text(f"0x{cls:06x}\n")
     (d / "vendor").write_text("0x8086\n")
     (d / "device").write_text("0x1234\n")
+    cfg = bytearray(64)
+    cfg[0x0E] = 1 if cls >> 8 == 0x0604 else 0  # header type: PCI-to-PCI bridge, or normal
+    (d / "config").write_bytes(bytes(cfg))
     g = root / "kernel/iommu_groups" / str(group) / "devices"
     g.mkdir(parents=True, exist_ok=True)
     (g / bdf).symlink_to(d)
@@ -131,9 +134,24 @@ def test_plan_refuses_bridges_and_allows_pcieport(tmp_path):
     from vfioctl.errors import Refused
     br = _fake_pci(tmp_path, "0000:00:1c.0", 0x060400, driver="pcieport", group=2)
     ep = _fake_pci(tmp_path, "0000:01:00.0", 0x020000, driver="e1000e", group=2)
-    with pytest.raises(Refused, match="bridge"):
-        plan([br], group=False, force=False)
+    with pytest.raises(Refused, match=r"PCI bridge \(header type 1\)"):
+        plan([br], group=False, force=True)  # never: vfio-pci does not take it
     assert [d.bdf for d in plan([ep], group=False, force=False)] == [ep.bdf]
+
+
+def test_plan_a_bridge_class_function_in_the_group_needs_force(tmp_path):
+    """An LPC bridge (class 0x0601, normal header) on a host driver blocks its group: --group
+    takes it only when forced, and says why; it is never silently left behind."""
+    from vfioctl.binding import plan
+    from vfioctl.errors import Refused
+    sata = _fake_pci(tmp_path, "0000:00:1f.2", 0x010601, group=3)
+    _fake_pci(tmp_path, "0000:00:1f.0", 0x060100, driver="lpc_ich", group=3)
+    with pytest.raises(Refused) as exc:
+        plan([sata], group=True, force=False)
+    assert "0000:00:1f.0 is in use: it is a bridge-class function" in str(exc.value)
+    assert "lpc_ich" in str(exc.value) and exc.value.fix == "force"
+    assert sorted(d.bdf for d in plan([sata], group=True, force=True)) == [
+        "0000:00:1f.0", "0000:00:1f.2"]
 
 
 def test_state_file_is_written_atomically(tmp_path):

@@ -169,7 +169,7 @@ def test_two_binds_at_once(nvme):
     cmd = [sys.executable, "-m", "vfioctl", "bind", nvme]
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
-    wait_for(lambda: nvme in state(), what="the first bind's record")
+    wait_for(lambda: nvme in state(), timeout=60, what="the first bind's record")
     second = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     out1, err1 = first.communicate(timeout=60)

@@ -1,7 +1,7 @@
 """The test bed itself: the kernel, the IOMMU and the devices are what the suite relies on.
 
-These run on every kernel of the bed; what a kernel lacks is proven here too (the ``no-``
-features), so that no kernel runs nothing.
+These run on every kernel of the bed (what vfioctl does where a kernel lacks cdevs is proven in
+test_core and test_modes).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from vmhelpers import (EDU, E1000E, IGB, IGBVF, IVSHMEM, NVME, SYS_PCI, cdev_of, driver_of,
-                       find_all, find_pci, group_of, kernel_features, run_cli, wait_for)
+                       find_all, find_pci, group_of, kernel_features, wait_for)
 
 from vfioctl import uapi
 
@@ -106,21 +106,3 @@ def test_get_info_fails_before_bind_and_succeeds_after(edu):
     finally:
         os.close(fd)
         os.close(iommu)
-
-
-@pytest.mark.requires("no-cdev")
-@pytest.mark.parametrize("args", [["probe"], ["read", "{bdf}", "bar0", "0"]],
-                         ids=["probe", "read"])
-def test_cdev_commands_name_the_missing_kernel_feature(edu, args):
-    argv = [a.format(bdf=edu) for a in args]
-    if argv == ["probe"]:
-        argv.append(edu)
-    code, out, err = run_cli(*argv)
-    assert code == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 2, err
-    assert lines[0].startswith("error: ") and "CONFIG_VFIO_DEVICE_CDEV" in lines[0], err
-    assert "CONFIG_IOMMUFD" in lines[0], err
-    assert lines[1].startswith("hint: ") and "legacy VFIO group" in lines[1], err
-    assert "Traceback" not in err
-    assert driver_of(edu) == "vfio-pci"

@@ -83,21 +83,25 @@ def cdev_of(bdf: str) -> Path:
     return node
 
 
-def run_cli(*args: str, user: int | None = None,
-            env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run ``vfioctl ARGS`` in a fresh process: (exit status, stdout, stderr); ``env`` adds
+def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = None,
+            fresh: bool = False) -> tuple[int, str, str]:
+    """Run ``vfioctl ARGS`` in a child process: (exit status, stdout, stderr); ``env`` adds
     environment variables.
 
-    With ``user``, the child drops to that uid/gid after fork (the interpreter is under /root,
-    which other users cannot enter, so it cannot simply be exec'ed as them).
+    The child is forked from this interpreter and runs the CLI's ``main`` (no exec): a real
+    process with its own fds, exit status and stderr (an escaped exception prints its
+    traceback), without the 2-3 s an interpreter start costs under TCG. ``fresh`` runs
+    ``python -m vfioctl`` instead (the entry point itself). With ``user``, the child drops to
+    that uid/gid first (the interpreter is under /root, which other users cannot enter, so it
+    could not simply be exec'ed as them).
     """
     import subprocess
 
-    if user is None:
+    if fresh:
         p = subprocess.run([sys.executable, "-m", "vfioctl", *args], capture_output=True,
                            text=True, timeout=120, env={**os.environ, **(env or {})})
         return p.returncode, p.stdout, p.stderr
-    import vfioctl.cli  # noqa: F401  (import before dropping privileges)
+    import vfioctl.cli  # noqa: F401  (import before forking/dropping privileges)
     import vfioctl.session  # noqa: F401
     import vfioctl.probe  # noqa: F401
     out_r, out_w = os.pipe()
@@ -108,16 +112,25 @@ def run_cli(*args: str, user: int | None = None,
         try:
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
+            for fd in (out_r, err_r, out_w, err_w):
+                os.close(fd)
+            sys.stdin = open(os.devnull)
             sys.stdout = open(1, "w", closefd=False)  # not pytest's capture objects
             sys.stderr = open(2, "w", closefd=False)
-            os.setgroups([])
-            os.setgid(user)
-            os.setuid(user)
+            os.environ.update(env or {})
+            # a fresh process holds no group: forget the parent's open ones (their fds stay
+            # inherited, as across any fork, but this CLI run must open its own)
+            from vfioctl.backend import ContainerBackend
+            ContainerBackend._shared.clear()
+            if user is not None:
+                os.setgroups([])
+                os.setgid(user)
+                os.setuid(user)
             from vfioctl.cli import main
             main(list(args), prog_name="vfioctl", standalone_mode=True)
             code = 0
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
             import traceback
             traceback.print_exc()
@@ -127,10 +140,16 @@ def run_cli(*args: str, user: int | None = None,
             os._exit(code)
     os.close(out_w)
     os.close(err_w)
-    with os.fdopen(out_r) as o, os.fdopen(err_r) as e:
-        out, err = o.read(), e.read()
+    import threading
+
+    err_buf: list[str] = []
+    reader = threading.Thread(target=lambda: err_buf.append(os.fdopen(err_r).read()))
+    reader.start()  # both pipes drain at once: a chatty child cannot block on a full pipe
+    with os.fdopen(out_r) as o:
+        out = o.read()
+    reader.join()
     _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out, err
+    return os.waitstatus_to_exitcode(status), out, err_buf[0]
 
 
 def group_of(bdf: str) -> str:
