@@ -8,11 +8,16 @@ edu=$("$py" -c 'import vfioctl.discovery as d; print(d.list_devices("1234:11e8")
 vfioctl doctor || true
 vfioctl list
 vfioctl bind "$edu"
+vfioctl doctor "$edu"
 vfioctl probe "$edu"
 vfioctl info "$edu"
 vfioctl read "$edu" bar0 0x0                         # edu's ID register
 vfioctl write "$edu" bar0 0x4 0x12345678             # liveness: reads back inverted
 vfioctl read "$edu" bar0 0x4 --mmap
 vfioctl dump "$edu" config 0 64
-vfioctl run scripts/examples/edu_dma.py "$edu" 3000
+modes=$("$py" -m vfioctl doctor "$edu" --json | "$py" -c 'import json, sys; print(" ".join(json.load(sys.stdin)["usable_modes"]))')
+for mode in $modes; do                              # the same read in every IOMMU mode here
+    vfioctl read "$edu" bar0 0x0 --iommu-mode "$mode" --json
+done
+vfioctl run scripts/examples/edu_dma.py "$edu" 4096
 vfioctl unbind "$edu"

@@ -64,7 +64,9 @@ for k in "${kernels[@]}"; do
         headers="${dir[$k]}/headers"
     fi
 done
-step "unit tests (host)${headers:+ and the UAPI layout against $(cat "$(dirname "$headers")/NAME")'s headers}"
+what="unit tests (host)"
+[ -z "$headers" ] || what="$what and the UAPI layout against the headers of $(cat "$(dirname "$headers")/NAME")"
+step "$what"
 "$py" -m pytest -q -p no:cacheprovider tests ${headers:+--headers "$headers"}
 
 summaries=$(mktemp -d)

@@ -117,8 +117,11 @@ def test_ich9_group_member_is_refused_naming_the_members():
     assert driver_of(sata) is None and driver_of(smbus) == "i801_smbus"
     rc, out, err = run_cli("bind", sata, "--force")  # --force never overrides the group check
     assert rc == 2 and "--group" in err
-    rc, out, err = run_cli("bind", lpc)
-    assert rc == 2 and "bridge" in err
+    rc, out, err = run_cli("bind", lpc)  # its group holds i801_smbus too
+    assert rc == 2 and f"{smbus} (i801_smbus)" in err, err
+    rc, out, err = run_cli("bind", "--group", lpc)  # the LPC bridge itself: only when forced
+    assert rc == 2 and "bridge-class function" in err and "--force" in err, err
+    assert driver_of(lpc) is None and driver_of(smbus) == "i801_smbus"
 
 
 def test_group_bind_and_restore():
