@@ -128,8 +128,14 @@ def main():
 @click.option("--iommu-mode", envvar="VFIOCTL_IOMMU_MODE", default="auto", show_default=True,
               metavar="MODE", help="iommufd (the cdev checks) or a group-path mode; auto: the "
                                    "cdev where the kernel has it (env VFIOCTL_IOMMU_MODE)")
+@click.option("--race", is_flag=True,
+              help="instead: workers hammer a fresh cdev fd (GET_INFO, config pread, mmap) "
+                   "while BIND runs; every success must see an opened device, none before "
+                   "BIND, no EINVAL after it (iommufd only)")
+@click.option("--seconds", default=3.0, show_default=True, help="how long --race runs")
+@click.option("--workers", default=3, show_default=True, help="threads --race runs")
 @json_option
-def probe(device, iommu_mode, as_json):
+def probe(device, iommu_mode, race, seconds, workers, as_json):
     """Prove the kernel's access rules on DEVICE: on the cdev, that every ioctl, read, write and
     mmap fails until VFIO_DEVICE_BIND_IOMMUFD and works after it; on the group path, the legacy
     ordering rules of group, container and device fd.
@@ -142,6 +148,8 @@ def probe(device, iommu_mode, as_json):
     from .pci import resolve
     from .probe import probe as run_probe
 
+    if race:
+        return _probe_race(resolve(device), iommu_mode, seconds, workers, as_json)
     report = run_probe(resolve(device), iommu_mode)
     if as_json:
         emit_json(report.to_dict())
@@ -159,6 +167,29 @@ def probe(device, iommu_mode, as_json):
             click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
         failed = sum(not c.ok for c in report.checks)
         click.echo(f"{len(rows) - failed} passed, {failed} failed")
+    sys.exit(0 if report.ok else 1)
+
+
+def _probe_race(pci, iommu_mode, seconds, workers, as_json) -> None:
+    from .probe import race
+
+    if iommu_mode not in ("auto", "iommufd"):
+        raise UsageError(f"--race proves the cdev's blocked state: it needs --iommu-mode "
+                         f"iommufd, not {iommu_mode}", hint="drop --iommu-mode, or use iommufd")
+    if seconds <= 0 or workers < 1:
+        raise UsageError("--seconds must be positive and --workers at least 1",
+                         hint="e.g. --seconds 3 --workers 3")
+    report = race(pci, seconds=seconds, workers=workers)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        click.echo(f"device {report.device}: {report.rounds} rounds, {report.workers} workers")
+        for (phase, op, outcome), n in sorted(report.counts.items()):
+            click.echo(f"  {phase:6s} {op:13s} {outcome:7s} {n}")
+        for v in report.violations[:20]:
+            click.echo(f"VIOLATION: {v}")
+        click.echo("race: PASS" if report.ok else f"race: FAIL ({len(report.violations)} "
+                                                   "violations)")
     sys.exit(0 if report.ok else 1)
 
 

@@ -490,3 +490,124 @@ def probe(pci: PciDevice, iommu_mode: str | None = None,
                                      hint="close the other user of the device and run again"
                                      ) from None
         raise
+
+
+# --- the access_granted race -----------------------------------------------------------------
+@dataclass
+class RaceReport:
+    """``vfioctl probe --race``: outcomes of accesses racing VFIO_DEVICE_BIND_IOMMUFD.
+
+    ``counts`` maps (phase, operation, outcome) to how many times it was seen; the phases are
+    ``before`` (finished before BIND was issued), ``during`` (overlapping it) and ``after``
+    (started after BIND returned). ``violations`` lists what the kernel's rule forbids: an
+    access that succeeded before BIND was issued, one that failed with EINVAL after BIND
+    returned, or a successful one that saw a device not fully opened (info not sane, config IDs
+    not equal to sysfs).
+    """
+
+    device: str
+    rounds: int = 0
+    workers: int = 0
+    counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.rounds > 0 and not self.violations
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "rounds": self.rounds, "workers": self.workers,
+                "ok": self.ok, "violations": self.violations[:50],
+                "counts": [{"phase": p, "op": o, "outcome": r, "count": n}
+                           for (p, o, r), n in sorted(self.counts.items())]}
+
+
+def race(pci: PciDevice, seconds: float = 3.0, workers: int = 3,
+         iommu_path: str = IOMMU_PATH) -> RaceReport:
+    """Hammer fresh cdev fds with GET_INFO, config pread and mmap from ``workers`` threads
+    (ioctl, pread and mmap release the GIL: they really run in the kernel at once) while the
+    main thread binds; round after round for ``seconds``."""
+    import threading
+    import time
+
+    cdev = str(require_cdev(pci))
+    want_ids = pci.ids
+    report = RaceReport(pci.bdf, workers=workers)
+    cfg_off = uapi.VFIO_PCI_CONFIG_REGION_INDEX << 40
+    deadline = time.monotonic() + seconds
+
+    def attempt(fd: int, op: str) -> tuple[str, str | None]:
+        """(outcome, what a successful access saw that is wrong, if anything)."""
+        try:
+            if op == "GET_INFO":
+                info = _sized(uapi.vfio_device_info)
+                ret = try_ioctl(fd, uapi.VFIO_DEVICE_GET_INFO, info, fill=False)
+                if ret < 0:
+                    return errno_name(-ret), None
+                sane = (info.flags & uapi.VFIO_DEVICE_FLAGS_PCI
+                        and info.num_regions == uapi.VFIO_PCI_NUM_REGIONS)
+                return "OK", None if sane else f"GET_INFO saw flags {info.flags:#x}, " \
+                                               f"{info.num_regions} regions"
+            if op == "pread config":
+                raw = os.pread(fd, 4, cfg_off)
+                ids = f"{int.from_bytes(raw[:2], 'little'):04x}:" \
+                      f"{int.from_bytes(raw[2:], 'little'):04x}"
+                return "OK", None if ids == want_ids else f"config IDs {ids}, sysfs {want_ids}"
+            mm = _mmap.mmap(fd, _mmap.PAGESIZE, _mmap.MAP_SHARED, _mmap.PROT_READ, offset=0)
+            mm.close()
+            return "OK", None
+        except OSError as exc:
+            return errno_name(exc.errno), None
+
+    ops = ("GET_INFO", "pread config", "mmap bar0")
+    with IommuFD(iommu_path) as iommufd:
+        while time.monotonic() < deadline:
+            dev = Device(cdev, bdf=pci.bdf)
+            marks = {"issued": None, "returned": None}
+            results: list[tuple[float, float, str, str, str | None]] = []
+            lock = threading.Lock()
+            stop = threading.Event()
+            go = threading.Barrier(workers + 1)
+
+            def worker(k: int) -> None:
+                go.wait()
+                i = k
+                while not stop.is_set():
+                    op = ops[i % len(ops)]
+                    i += 1
+                    t0 = time.monotonic()
+                    outcome, wrong = attempt(dev.fd, op)
+                    with lock:
+                        results.append((t0, time.monotonic(), op, outcome, wrong))
+
+            threads = [threading.Thread(target=worker, args=(k,)) for k in range(workers)]
+            for t in threads:
+                t.start()
+            try:
+                go.wait()
+                time.sleep(0.002)
+                marks["issued"] = time.monotonic()
+                dev.bind(iommufd)
+                marks["returned"] = time.monotonic()
+                time.sleep(0.005)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join()
+                dev.close()
+            report.rounds += 1
+            issued, returned = marks["issued"], marks["returned"]
+            for t0, t1, op, outcome, wrong in results:
+                phase = "before" if t1 < issued else "after" if t0 > returned else "during"
+                key = (phase, op, outcome)
+                report.counts[key] = report.counts.get(key, 0) + 1
+                if phase == "before" and outcome == "OK":
+                    report.violations.append(f"round {report.rounds}: {op} succeeded before "
+                                             "BIND was issued")
+                if phase == "after" and outcome == "EINVAL":
+                    report.violations.append(f"round {report.rounds}: {op} failed with EINVAL "
+                                             "after BIND returned")
+                if outcome == "OK" and wrong:
+                    report.violations.append(f"round {report.rounds}: {op} succeeded but saw "
+                                             f"{wrong}")
+    return report

@@ -252,3 +252,19 @@ def test_library_errors_are_typed(edu, mode):
             s.region("bar0").read(0x100000)
         with pytest.raises(RegionAccessError):
             s.region("bar1")  # edu has one BAR
+
+
+@pytest.mark.requires("cdev")
+def test_probe_race_bind_against_concurrent_access(edu):
+    """Workers hammer fresh cdev fds while BIND runs: nothing succeeds before BIND was issued,
+    nothing fails with EINVAL after it returned, every success sees an opened device."""
+    rc, out, err = run_cli("probe", edu, "--race", "--seconds", "3", "--json")
+    report = json.loads(out)
+    assert rc == 0 and report["ok"] and report["violations"] == [], (report, err)
+    assert report["rounds"] >= 3
+    seen = {(c["phase"], c["op"], c["outcome"]) for c in report["counts"]}
+    for op in ("GET_INFO", "pread config", "mmap bar0"):
+        assert ("before", op, "EINVAL") in seen, seen  # blocked before BIND ...
+        assert ("after", op, "OK") in seen, seen       # ... and open after it
+    rc, out, err = run_cli("probe", edu, "--race", "--iommu-mode", "vfio_type1v2_iommu")
+    assert rc == 2 and "--race proves the cdev's blocked state" in err, err
