@@ -132,25 +132,29 @@ def main():
               help="instead: workers hammer a fresh cdev fd (GET_INFO, config pread, mmap) "
                    "while BIND runs; every success must see an opened device, none before "
                    "BIND, no EINVAL after it (iommufd only)")
+@click.option("--reset", "with_reset", is_flag=True,
+              help="also check VFIO_DEVICE_RESET (blocked before BIND; after it, OK if the "
+                   "device advertises RESET): this resets the device")
 @click.option("--seconds", default=3.0, show_default=True, help="how long --race runs")
 @click.option("--workers", default=3, show_default=True, help="threads --race runs")
 @json_option
-def probe(device, iommu_mode, race, seconds, workers, as_json):
+def probe(device, iommu_mode, race, with_reset, seconds, workers, as_json):
     """Prove the kernel's access rules on DEVICE: on the cdev, that every ioctl, read, write and
     mmap fails until VFIO_DEVICE_BIND_IOMMUFD and works after it; on the group path, the legacy
     ordering rules of group, container and device fd.
 
     Touches: opens and closes the device (vfio-pci may reset it on open, as for any user);
-    reads config space and info; writes back the 2 bytes of the vendor ID it read (read-only,
-    virtualised by vfio-pci); on the group path, one DMA map of its own page that the kernel
-    must refuse. No reset is issued.
+    reads config space and info; its only writes put the vendor ID sysfs reports into the
+    vendor-ID field of config space (read-only, virtualised by vfio-pci; the value it holds);
+    maps one BAR page without touching it; on the group path, tries one DMA map of its own page
+    that the kernel must refuse. No reset unless --reset.
     """
     from .pci import resolve
     from .probe import probe as run_probe
 
     if race:
         return _probe_race(resolve(device), iommu_mode, seconds, workers, as_json)
-    report = run_probe(resolve(device), iommu_mode)
+    report = run_probe(resolve(device), iommu_mode, reset=with_reset)
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -133,6 +133,9 @@ def test_config_region_equals_sysfs_config(ids, mode):
 @pytest.mark.parametrize("fixture", ["edu", "ivshmem"])
 def test_probe_table_passes(fixture, request, mode):
     bdf = request.getfixturevalue(fixture)
+    if fixture == "edu":  # edu keeps its registers across opens (no reset method): a marker
+        with vfioctl.open(bdf, iommu_mode=mode) as s:
+            s.region("bar0").write(0x04, 0x5A5AA5A5)
     rc, out, err = run_cli("probe", bdf, "--json", "--iommu-mode", mode)
     report = json.loads(out)
     bad = [c for c in report["checks"] if not c["ok"]]
@@ -155,8 +158,21 @@ def test_probe_table_passes(fixture, request, mode):
         assert names["device fd: config vendor:device equals sysfs"]["observed"] == (
             "1234:11e8" if fixture == "edu" else "1af4:1110")
         assert len(report["checks"]) >= 25
+    assert not any("RESET" in n for n in names), "probe resets only with --reset"
+    if fixture == "edu":  # probe touched nothing: the marker is still there
+        with vfioctl.open(bdf, iommu_mode=mode) as s:
+            assert s.region("bar0").read(0x04) == (~0x5A5AA5A5) & 0xFFFFFFFF
     rc, out, _ = run_cli("probe", bdf, "--iommu-mode", mode)
     assert rc == 0 and "PASS" in out and "FAIL" not in out
+
+
+@pytest.mark.requires("cdev")
+def test_probe_resets_only_when_asked(edu):
+    rc, out, err = run_cli("probe", edu, "--reset", "--json")
+    names = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert rc == 0, err
+    assert names["before bind: VFIO_DEVICE_RESET"]["observed"] == "EINVAL"
+    assert names["after bind: VFIO_DEVICE_RESET"]["observed"] == "EINVAL"  # edu: no method
 
 
 @pytest.mark.requires("no-cdev")
