@@ -424,3 +424,66 @@ def tty_progress(msg: str) -> None:
 
 __all__ = ["bind", "unbind", "restore", "State", "BindResult", "UnbindResult", "plan",
            "in_use_reasons"]
+
+
+# --- SR-IOV ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SriovState:
+    pf: str
+    driver: str | None
+    total: int
+    current: int
+    vfs: tuple[dict, ...]  # {"bdf", "ids", "driver", "iommu_group"}
+
+    def to_dict(self) -> dict:
+        return {"pf": self.pf, "driver": self.driver, "totalvfs": self.total,
+                "numvfs": self.current, "vfs": list(self.vfs)}
+
+
+def sriov_state(pf: PciDevice) -> SriovState:
+    total = pf.sriov_totalvfs
+    if total is None:
+        raise UsageError(f"{pf.bdf} is not an SR-IOV physical function (no sriov_totalvfs)",
+                         path=str(pf.path), hint="name the PF; a VF's PF is its physfn link")
+    vfs = tuple({"bdf": v.bdf, "ids": v.ids, "driver": v.driver, "iommu_group": v.iommu_group}
+                for v in pf.virtfns())
+    return SriovState(pf.bdf, pf.driver, total, pf.sriov_numvfs or 0, vfs)
+
+
+def set_numvfs(pf: PciDevice, count: int, *, timeout: float = 20.0,
+               progress: Progress = _quiet) -> SriovState:
+    """Set the PF's VF count (0 removes them) through sriov_numvfs, under the bind lock.
+
+    VFs that vfio-pci holds are never removed from under their users: a change that would remove
+    one is refused, naming them. The kernel takes a new non-zero count only from zero, so a change
+    between two non-zero counts goes through 0."""
+    st = sriov_state(pf)
+    if not 0 <= count <= st.total:
+        raise UsageError(f"{pf.bdf} can have 0..{st.total} VFs; asked for {count}",
+                         hint=f"give a count from 0 to {st.total}")
+    require_root("sriov")
+    with State().locked(progress):
+        current = pf.sriov_numvfs or 0
+        if count == current:
+            return sriov_state(pf)
+        held = [v for v in pf.virtfns() if (v.driver or "").startswith("vfio")]
+        if held:
+            raise Refused(f"{pf.bdf}'s VFs {', '.join(v.bdf for v in held)} are bound to "
+                          f"{held[0].driver}: changing the VF count would remove them",
+                          path=str(pf.path),
+                          hint="return them to their drivers (unbind) first")
+        numvfs = pf.path / "sriov_numvfs"
+        if current:
+            progress(f"{pf.bdf}: sriov_numvfs {current} -> 0")
+            _write(numvfs, "0", "removing the VFs")
+        if count:
+            progress(f"{pf.bdf}: sriov_numvfs 0 -> {count}")
+            _write(numvfs, str(count), "creating the VFs")
+        deadline = time.monotonic() + timeout
+        while len(pf.virtfns()) != count:
+            if time.monotonic() > deadline:
+                raise BindingError(f"{pf.bdf}: {count} VFs did not appear within "
+                                   f"{timeout:.0f} s (have {len(pf.virtfns())})",
+                                   path=str(numvfs), hint="see dmesg")
+            time.sleep(0.05)
+    return sriov_state(pf)

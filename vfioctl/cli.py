@@ -380,8 +380,11 @@ def list_(ids, vfio_only, as_json):
     for e in entries:
         name = " ".join(x for x in (e.vendor_name, e.device_name) if x)
         group = "-" if e.iommu_group is None else str(e.iommu_group)
+        link = (f" [VF of {e.physfn}]" if e.physfn else
+                f" [PF: {len(e.virtfns)} VFs]" if e.virtfns else "")
         click.echo(f"{e.bdf:13s} {e.ids:9s} {e.class_name:13s} {e.driver or '-':12s} {group:5s} "
-                   f"{e.cdev or '-':24s} {'yes' if e.vfio_viable else 'no':7s} {name}".rstrip())
+                   f"{e.cdev or '-':24s} {'yes' if e.vfio_viable else 'no':7s} {name}{link}"
+                   .rstrip())
 
 
 def _devices(specs):
@@ -444,6 +447,28 @@ def _print_unbound(results, as_json):
     for r in results:
         verb = "returned to" if r.changed else "already on"
         click.echo(f"{r.bdf}: {verb} {r.driver or '(no driver)'}")
+
+
+@command(main)
+@click.argument("pf")
+@click.option("--numvfs", type=int, metavar="N", help="set the VF count (0 removes them)")
+@json_option
+def sriov(pf, numvfs, as_json):
+    """An SR-IOV PF's VFs: total and current count, each VF's address, IDs, driver and IOMMU
+    group; with --numvfs, set the count (VFs bound to vfio-pci are never removed)."""
+    from . import binding
+    from .pci import resolve
+
+    dev = resolve(pf)
+    st = (binding.sriov_state(dev) if numvfs is None else
+          binding.set_numvfs(dev, numvfs, progress=_progress(False)))
+    if as_json:
+        emit_json(st.to_dict())
+        return
+    click.echo(f"{st.pf} ({st.driver or 'no driver'}): {st.current} of {st.total} VFs")
+    for v in st.vfs:
+        click.echo(f"  {v['bdf']}  {v['ids']}  group {v['iommu_group']}  "
+                   f"{v['driver'] or '(no driver)'}")
 
 
 @command(main)

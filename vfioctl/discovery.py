@@ -25,6 +25,8 @@ class PciEntry:
     group_members: tuple[str, ...]
     cdev: str | None
     vfio_viable: bool
+    physfn: str | None = None          # a VF's PF
+    virtfns: tuple[str, ...] = ()      # a PF's VFs
 
     @property
     def class_name(self) -> str:
@@ -37,6 +39,7 @@ class PciEntry:
             "class_name": self.class_name, "driver": self.driver,
             "iommu_group": self.iommu_group, "group_members": list(self.group_members),
             "cdev": self.cdev, "vfio_viable": self.vfio_viable,
+            "physfn": self.physfn, "virtfns": list(self.virtfns),
         }
 
 
@@ -65,6 +68,8 @@ def _entry(udev_dev) -> PciEntry:
         group_members=tuple(m.bdf for m in members),
         cdev=str(cdev) if cdev else None,
         vfio_viable=pci.iommu_group is not None and not any(member_blocks_vfio(m) for m in members),
+        physfn=pf.bdf if (pf := pci.physfn) else None,
+        virtfns=tuple(v.bdf for v in pci.virtfns()),
     )
 
 

@@ -132,6 +132,35 @@ class PciDevice:
             return [self]
         return [PciDevice(n, self.sysfs, self.devfs) for n in names]
 
+    # --- SR-IOV ---------------------------------------------------------------------------------
+    @property
+    def sriov_totalvfs(self) -> int | None:
+        """How many VFs the PF can have; None for a device that is no SR-IOV PF."""
+        v = _read(self.path / "sriov_totalvfs")
+        return int(v) if v else None
+
+    @property
+    def sriov_numvfs(self) -> int | None:
+        v = _read(self.path / "sriov_numvfs")
+        return int(v) if v else None
+
+    def virtfns(self) -> list[PciDevice]:
+        """The PF's VFs now, in VF order (sysfs virtfnN links)."""
+        out = []
+        n = 0
+        while True:
+            name = _link_name(self.path / f"virtfn{n}")
+            if name is None:
+                return out
+            out.append(PciDevice(name, self.sysfs, self.devfs))
+            n += 1
+
+    @property
+    def physfn(self) -> PciDevice | None:
+        """The PF of a VF; None for anything else."""
+        name = _link_name(self.path / "physfn")
+        return PciDevice(name, self.sysfs, self.devfs) if name else None
+
     @property
     def vfio_dev_name(self) -> str | None:
         """``vfioN`` if the kernel created a device cdev for it (sysfs vfio-dev/)."""

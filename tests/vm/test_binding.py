@@ -209,3 +209,4 @@ def test_bind_bad_input(nvme):
     _clean(*run_cli("unbind", nvme, "--driver", "no-such-driver"), "no PCI driver named")
     _clean(*run_cli("bind", nvme, user=65534), "run as root")
     assert driver_of(nvme) == "nvme" and state() == {}
+

@@ -7,8 +7,8 @@ import json
 import os
 
 import pytest
-from vmhelpers import (EDU, NVME, driver_of, find_pci, group_of, kernel_features, offered_modes,
-                       run_cli, sysfs_bind)
+from vmhelpers import (EDU, IGB, IGBVF, NVME, driver_of, find_all, find_pci, group_of,
+                       kernel_features, offered_modes, run_cli, sysfs_bind)
 
 import vfioctl
 
@@ -122,3 +122,43 @@ def test_two_devices_of_one_group_open_at_once(group_mode):
                 sysfs_bind(bdf, drv)
     assert rc == 0, err
     assert {b: driver_of(b) for b in before} == before
+
+
+# --- SR-IOV (igb) ----------------------------------------------------------------------------------
+@pytest.mark.requires("sriov")
+def test_sriov_vfs_created_bound_and_removed_with_the_pf_untouched():
+    pf = find_pci(IGB)
+    assert driver_of(pf) == "igb"
+    rc, out, err = run_cli("sriov", pf, "--numvfs", "2", "--json")
+    try:
+        assert rc == 0, err
+        st = json.loads(out)
+        assert st["totalvfs"] == 7 and st["numvfs"] == 2 and len(st["vfs"]) == 2
+        vfs = [v["bdf"] for v in st["vfs"]]
+        assert all(v["ids"] == IGBVF for v in st["vfs"])
+        assert len({v["iommu_group"] for v in st["vfs"]}) == 2
+        rc, out, err = run_cli("list", "--json")
+        by_bdf = {e["bdf"]: e for e in json.loads(out)}
+        assert by_bdf[pf]["virtfns"] == vfs and by_bdf[vfs[0]]["physfn"] == pf
+        before = driver_of(vfs[0])
+        rc, out, err = run_cli("bind", vfs[0])
+        assert rc == 0 and driver_of(vfs[0]) == "vfio-pci", err
+        assert driver_of(pf) == "igb"  # binding a VF leaves its PF alone
+        rc, out, err = run_cli("read", vfs[0], "config", "0", "--json")
+        assert rc == 0 and json.loads(out)["values"] == [0x10CA8086], err
+        # a VF on vfio-pci is never removed from under its users
+        rc, out, err = run_cli("sriov", pf, "--numvfs", "0")
+        assert rc == 2 and f"VFs {vfs[0]} are bound to vfio-pci" in err and "unbind" in err, err
+        assert len(find_all(IGBVF)) == 2
+        rc, out, err = run_cli("unbind", vfs[0])
+        assert rc == 0 and driver_of(vfs[0]) == before, err
+        rc, out, err = run_cli("sriov", pf, "--numvfs", "9")
+        assert rc == 2 and "0..7" in err, err
+    finally:
+        for v in find_all(IGBVF):
+            if driver_of(v) == "vfio-pci":
+                sysfs_bind(v, None)
+        rc, out, err = run_cli("sriov", pf, "--numvfs", "0", "--json")
+    assert rc == 0 and json.loads(out)["vfs"] == [] and not find_all(IGBVF), err
+    rc, out, err = run_cli("sriov", find_pci(NVME))
+    assert rc == 2 and "is not an SR-IOV physical function" in err, err
