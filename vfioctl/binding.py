@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .pci import member_blocks_vfio
-from .errors import BindingError, EnvironmentProblem, Refused, UsageError
+from .errors import BindingError, EnvironmentProblem, Refused, UsageError, VfioctlError
 from .pci import PciDevice, block_devices, net_interfaces
 
 VFIO_DRIVER = "vfio-pci"
@@ -58,21 +58,65 @@ class UnbindResult:
 
 # --- state file and lock -------------------------------------------------------------------------
 class State:
-    """``{bdf: {"original_driver": str|None, "ids": str, "recorded_at": float}}`` on disk."""
+    """``{bdf: {"original_driver": str|None, "ids": str, "recorded_at": float}}`` on disk.
+
+    Written atomically (a temporary file, fsync, rename, fsync of the directory); the previous
+    good copy is kept as ``state.json.prev`` (hard-linked before the rename, so there is no moment
+    without a state file). A corrupt, truncated, empty or foreign file is a one-line error naming
+    the file and what to do; nothing is overwritten then."""
 
     def __init__(self, root: Path = STATE_DIR):
         self.root = root
         self.path = root / "state.json"
+        self.prev = root / "state.json.prev"
+
+    @staticmethod
+    def parse(text: str) -> dict[str, dict]:
+        """The records of a state file's text; ValueError saying what is wrong."""
+        from .pci import parse_bdf
+
+        if not text.strip():
+            raise ValueError("it is empty")
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"it holds a JSON {type(data).__name__}, not vfioctl's records")
+        for bdf, rec in data.items():
+            try:
+                ok = parse_bdf(bdf) == bdf
+            except VfioctlError:
+                ok = False
+            if not ok or not isinstance(rec, dict) or "original_driver" not in rec:
+                raise ValueError(f"entry {bdf!r} is not a vfioctl record")
+            drv = rec["original_driver"]
+            if drv is not None and (not isinstance(drv, str) or not drv or "/" in drv):
+                raise ValueError(f"entry {bdf!r} names no valid driver ({drv!r})")
+        return data
 
     def load(self) -> dict[str, dict]:
         try:
-            return json.loads(self.path.read_text())
+            text = self.path.read_text()
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
-            raise EnvironmentProblem(f"cannot read {self.path}: {exc}", path=str(self.path),
-                                     hint="inspect or remove the file; it lists devices whose "
-                                          "original drivers vfioctl recorded") from None
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot read the state file {self.path}: "
+                                     f"{os.strerror(exc.errno)}", errno=exc.errno,
+                                     path=str(self.path),
+                                     hint="run as root; it lists the devices whose original "
+                                          "drivers vfioctl recorded") from None
+        try:
+            return self.parse(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            try:
+                self.parse(self.prev.read_text())
+                fix = (f"the previous good copy is {self.prev}: check it and copy it over "
+                       f"{self.path.name}, or remove {self.path.name} if no device is on "
+                       "vfio-pci because of vfioctl")
+            except (OSError, ValueError, UnicodeDecodeError):
+                fix = (f"check it by hand (it lists devices and their original drivers), or "
+                       f"remove it if no device is on vfio-pci because of vfioctl")
+            raise EnvironmentProblem(f"the state file {self.path} is corrupt: {why}",
+                                     path=str(self.path), hint=fix) from None
 
     def save(self, data: dict[str, dict]) -> None:
         tmp = self.path.with_name(f".state.{os.getpid()}.tmp")
@@ -80,6 +124,11 @@ class State:
             json.dump(data, f, indent=2, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
+        if self.path.exists():  # keep the good copy: link it, then rename the link over .prev
+            link = self.path.with_name(f".state.{os.getpid()}.prev")
+            link.unlink(missing_ok=True)
+            os.link(self.path, link)
+            os.replace(link, self.prev)
         os.replace(tmp, self.path)
         dfd = os.open(self.root, os.O_RDONLY)
         try:

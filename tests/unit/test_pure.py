@@ -161,6 +161,101 @@ def test_state_file_is_written_atomically(tmp_path):
         st.save({"0000:01:00.0": {"original_driver": "nvme"}})
     assert st.load() == {"0000:01:00.0": {"original_driver": "nvme"}}
     assert sorted(os.listdir(tmp_path)) == ["lock", "state.json"]
+    st.save({"0000:01:00.0": {"original_driver": "nvme"}, "0000:02:00.0": {"original_driver": None}})
+    assert sorted(os.listdir(tmp_path)) == ["lock", "state.json", "state.json.prev"]
+    assert st.parse(st.prev.read_text()) == {"0000:01:00.0": {"original_driver": "nvme"}}
+
+
+@pytest.mark.parametrize("crash_in", ["json.dump", "os.fsync", "os.replace"])
+def test_a_save_that_dies_part_way_leaves_the_old_state(tmp_path, monkeypatch, crash_in):
+    """Killed at any point of a save, the state file is the old one, whole (a save that wrote
+    into state.json itself would leave it empty or half-written here)."""
+    import json as _json
+
+    from vfioctl import binding
+    st = binding.State(tmp_path)
+    old = {"0000:01:00.0": {"original_driver": "nvme"}}
+    st.save(old)
+    new = {f"0000:{i:02x}:00.0": {"original_driver": "e1000e"} for i in range(1, 200)}
+
+    def half_dump(obj, f, **kw):
+        f.write(_json.dumps(obj, **kw)[:100])
+        raise KeyboardInterrupt("killed")
+
+    def die(*a, **kw):
+        raise KeyboardInterrupt("killed")
+
+    target = {"json.dump": (binding.json, "dump", half_dump),
+              "os.fsync": (binding.os, "fsync", die),
+              "os.replace": (binding.os, "replace", die)}[crash_in]
+    monkeypatch.setattr(*target)
+    with pytest.raises(KeyboardInterrupt):
+        st.save(new)
+    monkeypatch.undo()
+    assert st.load() == old
+
+
+@pytest.mark.parametrize("text,why", [
+    ("", "it is empty"),
+    ("   \n", "it is empty"),
+    ('{"0000:01:00.0": {"original_driver": "nv', "corrupt"),  # truncated
+    ("[1, 2, 3]", "JSON list"),
+    ('{"hello": "world"}', "not a vfioctl record"),
+    ('{"0000:01:00.0": {"driver": "nvme"}}', "not a vfioctl record"),
+    ('{"0000:01:00.0": {"original_driver": "../../x"}}', "no valid driver"),
+    ('{"0000:01:00.0": {"original_driver": 7}}', "no valid driver"),
+    ("\x00\x01binary", "corrupt"),
+])
+def test_a_bad_state_file_is_one_clear_error_and_is_kept(tmp_path, text, why):
+    from vfioctl.binding import State
+    from vfioctl.errors import EnvironmentProblem
+    st = State(tmp_path)
+    st.path.write_text(text)
+    with pytest.raises(EnvironmentProblem) as exc:
+        st.load()
+    assert str(st.path) in str(exc.value) and "corrupt" in str(exc.value)
+    assert why in str(exc.value)
+    assert "remove it" in exc.value.hint
+    assert st.path.read_text() == text  # nothing overwritten
+
+
+def test_a_bad_state_file_points_at_the_previous_good_copy(tmp_path):
+    from vfioctl.binding import State
+    from vfioctl.errors import EnvironmentProblem
+    st = State(tmp_path)
+    st.save({"0000:01:00.0": {"original_driver": "nvme"}})
+    st.save({"0000:01:00.0": {"original_driver": "nvme"}, "0000:02:00.0": {"original_driver": None}})
+    st.path.write_text("{ broken")
+    with pytest.raises(EnvironmentProblem) as exc:
+        st.load()
+    assert str(st.prev) in exc.value.hint
+
+
+def test_the_state_loader_ends_in_records_or_a_vfioctl_error_fuzzed(tmp_path):
+    """Any text at all: a correct parse or a VfioctlError, never another exception."""
+    from hypothesis import given, settings, strategies as st_
+
+    from vfioctl.binding import State
+    from vfioctl.errors import VfioctlError
+    state = State(tmp_path)
+    json_ish = st_.recursive(
+        st_.none() | st_.booleans() | st_.integers() | st_.text(max_size=12),
+        lambda kids: st_.lists(kids, max_size=4) | st_.dictionaries(
+            st_.sampled_from(["0000:01:00.0", "01:00.0", "x", "original_driver", ""]) |
+            st_.text(max_size=8), kids, max_size=4), max_leaves=12)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st_.one_of(st_.text(max_size=200), json_ish.map(__import__("json").dumps)))
+    def check(text):
+        state.path.write_text(text)
+        try:
+            data = state.load()
+        except VfioctlError:
+            return
+        assert isinstance(data, dict)
+        assert all(isinstance(r, dict) and "original_driver" in r for r in data.values())
+
+    check()
 
 
 # --- require_cdev's environment errors on a fake sysfs ----------------------------------------
