@@ -113,8 +113,8 @@ class State:
                        f"{self.path.name}, or remove {self.path.name} if no device is on "
                        "vfio-pci because of vfioctl")
             except (OSError, ValueError, UnicodeDecodeError):
-                fix = (f"check it by hand (it lists devices and their original drivers), or "
-                       f"remove it if no device is on vfio-pci because of vfioctl")
+                fix = ("check it by hand (it lists devices and their original drivers), or "
+                       "remove it if no device is on vfio-pci because of vfioctl")
             raise EnvironmentProblem(f"the state file {self.path} is corrupt: {why}",
                                      path=str(self.path), hint=fix) from None
 
