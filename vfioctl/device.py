@@ -48,18 +48,33 @@ def flag_names(value: int, table: dict[int, str]) -> tuple[str, ...]:
     return tuple(name for bit, name in table.items() if value & bit)
 
 
+U32_MAX = 0xFFFFFFFF
+#: register accesses remembered as checked, per Region/MappedRegion: a bound, so that a sweep of
+#: a large BAR costs no memory (past it the cache starts again; every access is still checked)
+ACCESS_CACHE_MAX = 4096
+
+
+def check_u32(value: int, what: str) -> int:
+    """``value`` if it fits the kernel's __u32 field, else a UsageError: ctypes would silently
+    truncate it (a region index 0x100000000 would become 0)."""
+    if not 0 <= value <= U32_MAX:
+        raise UsageError(f"{what} {value:#x} is out of range", hint=f"{what} is 0..{U32_MAX:#x}")
+    return value
+
+
 def region_index(name: str | int) -> int:
     """``config``, ``bar0``…``bar5``, ``rom``, ``vga`` or an index → the region index."""
     if isinstance(name, int):
-        return name
+        return check_u32(name, "region index")
     key = str(name).strip().lower()
     if key in REGION_NAMES:
         return REGION_NAMES.index(key)
     try:
-        return int(key, 0)
+        idx = int(key, 0)
     except ValueError:
         raise UsageError(f"unknown region {name!r}",
                          hint="use config, bar0..bar5, rom, vga or a region index") from None
+    return check_u32(idx, "region index")
 
 
 def uuid_bytes(text: str) -> bytes:
@@ -284,7 +299,7 @@ class Device(FdOwner):
         return [r for r in self._each(self.region_info, self.info().num_regions) if r.size]
 
     def irq_info(self, index: int) -> IrqInfo:
-        arg = uapi.vfio_irq_info(index=index)
+        arg = uapi.vfio_irq_info(index=check_u32(index, "IRQ index"))
         self._ioctl(uapi.VFIO_DEVICE_GET_IRQ_INFO, arg, f"VFIO_DEVICE_GET_IRQ_INFO({index})")
         return IrqInfo(arg.index, arg.flags, arg.count)
 
@@ -349,7 +364,10 @@ class Device(FdOwner):
 
     def set_irqs(self, index: int, flags: int, start: int = 0, count: int = 0,
                  data: bytes = b"") -> None:
-        head = uapi.vfio_irq_set(flags=flags, index=index, start=start, count=count)
+        head = uapi.vfio_irq_set(flags=check_u32(flags, "IRQ flags"),
+                                 index=check_u32(index, "IRQ index"),
+                                 start=check_u32(start, "IRQ start"),
+                                 count=check_u32(count, "IRQ count"))
         head.argsz = ctypes.sizeof(head) + len(data)
         buf = bytearray(bytes(head) + data)
         self._ioctl(uapi.VFIO_DEVICE_SET_IRQS, buf, f"VFIO_DEVICE_SET_IRQS({IRQ_NAMES[index] if index < 5 else index})")
@@ -464,7 +482,10 @@ class Region:
         """Validate a register access (raises naming the fix) and remember it as valid."""
         check_access(self.info, offset, width, width)
         self._need(what)
-        self._valid[what].add((offset, width))
+        valid = self._valid[what]
+        if len(valid) >= ACCESS_CACHE_MAX:
+            valid.clear()
+        valid.add((offset, width))
 
     def read(self, offset: int, width: int = 4) -> int:
         """One pread of exactly ``width`` bytes at ``offset``."""
@@ -574,6 +595,8 @@ class MappedRegion:
         if cell is None:
             i, off = self._locate(offset, width, width)
             cell = _CTYPES[width].from_address(ctypes.addressof(self._bases[i]) + off)
+            if len(self._cells) >= ACCESS_CACHE_MAX:
+                self._cells.clear()
             self._cells[(offset, width)] = cell
         return cell
 

@@ -20,6 +20,9 @@ INTX, MSI, MSIX, ERR, REQ = range(5)
 
 def irq_index(name: str | int) -> int:
     if isinstance(name, int):
+        if not 0 <= name <= 0xFFFFFFFF:
+            raise UsageError(f"IRQ index {name:#x} is out of range",
+                             hint="use intx, msi, msix, err, req or an index 0..4")
         return name
     key = name.strip().lower()
     if key in IRQ_NAMES:

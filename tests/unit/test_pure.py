@@ -331,3 +331,39 @@ def test_library_hints_name_no_cli_flags():
             if "hint" in line and re.search(r"(?<![\w-])--[a-z]", line):
                 offenders.append(f"{f.name}:{n}: {line.strip()}")
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("bad", [0x100000000, -1, "0x100000000", "-1"])
+def test_region_and_irq_indexes_are_range_checked_before_ctypes(bad):
+    """ctypes would truncate 0x100000000 into a __u32 0 (bar0): refused instead."""
+    from vfioctl.device import region_index
+    from vfioctl.errors import UsageError
+    from vfioctl.irq import irq_index
+    with pytest.raises(UsageError, match="out of range"):
+        region_index(bad)
+    if isinstance(bad, int):
+        with pytest.raises(UsageError, match="out of range"):
+            irq_index(bad)
+
+
+def test_register_check_caches_stay_bounded_over_a_sweep():
+    """A 4-byte sweep of a 1 MiB region keeps at most ACCESS_CACHE_MAX remembered accesses,
+    and every access is still checked (the faked seam answers the preads)."""
+    from vfioctl.device import ACCESS_CACHE_MAX, Region
+    from vfioctl.errors import RegionAccessError
+
+    class Dev:
+        path = "/dev/vfio/devices/vfio0"
+        _fd = 0
+
+        @property
+        def fd(self):
+            return 0
+
+    reg = Region(Dev(), RegionInfo(0, 7, 1 << 20, 0))
+    reg._pread = lambda offset, length: b"\0" * length
+    for off in range(0, 1 << 20, 4):
+        reg.read(off)
+    assert len(reg._valid["read"]) <= ACCESS_CACHE_MAX
+    with pytest.raises(RegionAccessError):
+        reg.read(1 << 20)  # still checked past the end
