@@ -578,6 +578,8 @@ def run(script, device, args, iommu_mode, vf_token):
             runpy.run_path(script, init_globals=_namespace(s), run_name="__main__")
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if not isinstance(exc.code, (int, type(None))):  # SystemExit("message")
+                click.echo(f"{script}: {exc.code}", err=True)
             if code:
                 sys.exit(code)
         except VfioctlError:

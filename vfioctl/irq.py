@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import uapi
-from .errors import UsageError
+from .errors import EnvironmentProblem, UsageError
 
 if TYPE_CHECKING:
     from .device import Device
@@ -47,7 +47,17 @@ class IrqSet:
         self.info = info
         self.count = count
         self.events = [0] * count
-        self.fds = [os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK) for _ in range(count)]
+        self.fds: list[int] = []
+        try:  # one by one: if the n-th fails (EMFILE), the ones before it are closed
+            for _ in range(count):
+                self.fds.append(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK))
+        except OSError as exc:
+            self._close_fds()
+            raise EnvironmentProblem(f"cannot create {count} eventfds for {info.name}: "
+                                     f"{os.strerror(exc.errno)}", errno=exc.errno,
+                                     op="eventfd",
+                                     hint="raise the open-files limit (ulimit -n) or ask for "
+                                          "fewer vectors") from None
         self.enabled = False
         try:
             data = struct.pack(f"={count}i", *self.fds)

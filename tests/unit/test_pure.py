@@ -367,3 +367,40 @@ def test_register_check_caches_stay_bounded_over_a_sweep():
     assert len(reg._valid["read"]) <= ACCESS_CACHE_MAX
     with pytest.raises(RegionAccessError):
         reg.read(1 << 20)  # still checked past the end
+
+
+def test_a_failing_eventfd_does_not_leak_the_earlier_ones(monkeypatch):
+    """The third eventfd fails (EMFILE): the two made before it are closed, and the error names
+    the fix."""
+    import errno as _errno
+
+    from vfioctl import irq as irqmod
+    from vfioctl.device import IrqInfo
+    from vfioctl.errors import EnvironmentProblem
+    made, closed = [], []
+    real_close = os.close
+
+    def fake_eventfd(*a):
+        if len(made) == 2:
+            raise OSError(_errno.EMFILE, "Too many open files")
+        fd = os.open(os.devnull, os.O_RDONLY)
+        made.append(fd)
+        return fd
+
+    def tracking_close(fd):
+        closed.append(fd)
+        real_close(fd)
+
+    class Dev:
+        path = "/dev/vfio/devices/vfio0"
+        _irqs: list = []
+
+        def irq_info(self, index):
+            return IrqInfo(index, 0x9, 4)
+
+    monkeypatch.setattr(irqmod.os, "eventfd", fake_eventfd)
+    monkeypatch.setattr(irqmod.os, "close", tracking_close)
+    with pytest.raises(EnvironmentProblem, match="cannot create 3 eventfds") as exc:
+        irqmod.IrqSet(Dev(), "msix", 3)
+    assert "ulimit -n" in exc.value.hint
+    assert sorted(closed) == sorted(made) and len(made) == 2

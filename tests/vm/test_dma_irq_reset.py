@@ -395,6 +395,10 @@ def test_run_tears_down_on_error(edu, tmp_path, mode):
         assert s.region("bar0").read(0) == 0x010000ED
     rc, out, err = run_cli("run", str(tmp_path / "missing.py"), edu, "--iommu-mode", mode)
     assert rc == 2 and "no script" in err
+    quit_ = tmp_path / "quit.py"
+    quit_.write_text("raise SystemExit('bring-up failed: no link')\n")
+    rc, out, err = run_cli("run", str(quit_), edu, "--iommu-mode", mode)
+    assert rc == 1 and f"{quit_}: bring-up failed: no link" in err, err
 
 
 def test_shell_has_the_session_names(edu, mode):
