@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -201,33 +200,14 @@ def ensure_vfio_driver(dev: PciDevice) -> None:
                                       "CONFIG_VFIO_PCI; `vfioctl doctor` checks this")
 
 
-def move_to(dev: PciDevice, driver: str | None,
-            after_unbind: Callable[[], None] | None = None) -> None:
+def move_to(dev: PciDevice, driver: str | None) -> None:
     """Put ``dev`` on ``driver`` (None: no driver) with driver_override + drivers_probe."""
     _write(dev.path / "driver_override", (driver or "") + "\n", "set driver_override")
     current = dev.driver
     if current is not None and current != driver:
         _write(dev.path / "driver/unbind", dev.bdf, f"unbind from {current}")
-    if after_unbind is not None:
-        after_unbind()
     if driver is not None and dev.driver != driver:
         _write(dev.sysfs / "bus/pci/drivers_probe", dev.bdf, f"probe {driver}")
-
-
-def _test_hook(point: str) -> None:
-    """VFIOCTL_TEST_HOOK=after-unbind:kill|fail|pause=SECONDS (tests only): die, fail the step,
-    or pause right after the device left its driver."""
-    hook = os.environ.get("VFIOCTL_TEST_HOOK", "")
-    where, _, action = hook.partition(":")
-    if where != point:
-        return
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if action == "fail":
-        raise BindingError(f"simulated failure after the unbind step (VFIOCTL_TEST_HOOK={hook})",
-                           hint="unset VFIOCTL_TEST_HOOK")
-    if action.startswith("pause="):
-        time.sleep(float(action.split("=", 1)[1]))
 
 
 def vfio_node(dev: PciDevice) -> Path | None:
@@ -344,17 +324,47 @@ def bind(devices: list[PciDevice], *, group: bool = False, force: bool = False,
                 if cur:
                     progress(f"{d.bdf}: write {d.bdf} to {d.path / 'driver/unbind'}")
                 progress(f"{d.bdf}: write {d.bdf} to {d.sysfs / 'bus/pci/drivers_probe'}")
-                progress(f"{d.bdf}: wait for /dev/vfio/devices/vfioN")
+                progress(f"{d.bdf}: wait for its /dev/vfio node (the cdev, or the group)")
             node = vfio_node(d)
             out.append(BindResult(d.bdf, cur, str(node) if node else None, False))
         return out
     require_root("bind")
     ensure_vfio_driver(targets[0])
-    results = []
+    results: list[BindResult] = []
     with state.locked(progress):
         for d in targets:
-            results.append(_bind_one(d, state, timeout, progress))
+            try:
+                results.append(_bind_one(d, state, timeout, progress))
+            except BaseException as exc:
+                # all or nothing: return the devices this call already moved
+                moved = {t.bdf: t for t in targets}
+                back = _undo_binds([(moved[r.bdf], r) for r in results if r.changed], state,
+                                   progress)
+                if back and isinstance(exc, VfioctlError):
+                    exc.message += "; " + back
+                    exc.args = (exc.message,)
+                raise
     return results
+
+
+def _undo_binds(done: list[tuple[PciDevice, BindResult]], state: State,
+                progress: Progress) -> str:
+    """Return devices this bind moved to their original drivers; says what happened."""
+    if not done:
+        return ""
+    records = state.load()
+    ok, failed = [], []
+    for d, r in reversed(done):
+        try:
+            progress(f"{r.bdf}: returning it to {r.original_driver or '(no driver)'}")
+            _restore_one(d, r.original_driver, records, state)
+            ok.append(r.bdf)
+        except Exception as exc:  # the state file keeps its record: restore finishes the job
+            failed.append(f"{r.bdf} ({exc})")
+    said = f"returned {', '.join(ok)} to their drivers" if ok else ""
+    if failed:
+        said += ("; " if said else "") + f"could not return {', '.join(failed)} (vfioctl restore)"
+    return said
 
 
 def _bind_one(d: PciDevice, state: State, timeout: float, progress: Progress) -> BindResult:
@@ -372,7 +382,7 @@ def _bind_one(d: PciDevice, state: State, timeout: float, progress: Progress) ->
         original = records[d.bdf]["original_driver"]
     try:
         progress(f"{d.bdf}: {d.driver or '(no driver)'} -> {VFIO_DRIVER}")
-        move_to(d, VFIO_DRIVER, after_unbind=lambda: _test_hook("after-unbind"))
+        move_to(d, VFIO_DRIVER)
         if d.driver != VFIO_DRIVER:
             raise BindingError(f"{d.bdf}: {VFIO_DRIVER} did not take the device",
                                path=str(d.path), hint="see `dmesg` for vfio-pci's reason")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from .errors import DeviceNotFound, EnvironmentProblem, NotBoundToVfio, UsageError
 
-SYSFS = Path(os.environ.get("VFIOCTL_SYSFS", "/sys"))
-DEVFS = Path(os.environ.get("VFIOCTL_DEVFS", "/dev"))
+SYSFS = Path("/sys")
+DEVFS = Path("/dev")
 
 _BDF = re.compile(r"^(?:(?P<dom>[0-9a-fA-F]{1,4}):)?(?P<bus>[0-9a-fA-F]{1,2}):"
                   r"(?P<dev>[0-9a-fA-F]{1,2})\.(?P<fn>[0-7])$")

@@ -84,7 +84,7 @@ def cdev_of(bdf: str) -> Path:
 
 
 def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = None,
-            fresh: bool = False) -> tuple[int, str, str]:
+            fresh: bool = False, inject=None) -> tuple[int, str, str]:
     """Run ``vfioctl ARGS`` in a child process: (exit status, stdout, stderr); ``env`` adds
     environment variables.
 
@@ -93,7 +93,9 @@ def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = No
     traceback), without the 2-3 s an interpreter start costs under TCG. ``fresh`` runs
     ``python -m vfioctl`` instead (the entry point itself). With ``user``, the child drops to
     that uid/gid first (the interpreter is under /root, which other users cannot enter, so it
-    could not simply be exec'ed as them).
+    could not simply be exec'ed as them). ``inject`` is called in the child before the CLI
+    runs: the harness's way to inject faults (patch a step to fail, pause or SIGKILL the child);
+    production code carries no test hooks.
     """
     import subprocess
 
@@ -126,6 +128,8 @@ def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = No
                 os.setgroups([])
                 os.setgid(user)
                 os.setuid(user)
+            if inject is not None:
+                inject()
             from vfioctl.cli import main
             main(list(args), prog_name="vfioctl", standalone_mode=True)
             code = 0

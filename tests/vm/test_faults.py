@@ -1,0 +1,158 @@
+"""Binding under faults, on every kernel: killed with SIGKILL after each step of a bind or an
+unbind, then `vfioctl restore`; a step that fails; two binds at once; a bind of several devices
+that fails part-way. The faults are injected from the harness: the forked CLI child wraps its
+own sysfs writes and state saves (vmhelpers.run_cli(inject=...)); vfioctl has no test hooks."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from vmhelpers import EDU, NVME, driver_of, find_pci, run_cli, sysfs_bind, wait_for
+
+STATE = Path("/run/vfioctl/state.json")
+
+
+def state() -> dict:
+    return json.loads(STATE.read_text()) if STATE.exists() else {}
+
+
+def at_step(k: int, action):
+    """An inject function: after the k-th step (a sysfs write or a state save) of the child,
+    call ``action(what, value)``."""
+    def inject():
+        from vfioctl import binding
+        real_write, real_save = binding._write, binding.State.save
+        n = [0]
+
+        def step(what, value):
+            n[0] += 1
+            if n[0] == k:
+                action(what, value)
+
+        def write(path, value, what):
+            real_write(path, value, what)
+            step(what, value)
+
+        def save(self, data):
+            real_save(self, data)
+            step("save the state file", "")
+
+        binding._write = write
+        binding.State.save = save
+    return inject
+
+
+def die(what, value):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.fixture
+def nvme():
+    bdf = find_pci(NVME)
+    assert driver_of(bdf) == "nvme"
+    yield bdf
+    if driver_of(bdf) != "nvme":  # whatever a test did, leave nvme on its driver
+        sysfs_bind(bdf, "nvme")
+    STATE.unlink(missing_ok=True)
+
+
+def assert_home(nvme: str) -> None:
+    """nvme on its driver, no override left, a state file that loads and no longer lists it."""
+    assert driver_of(nvme) == "nvme"
+    assert open(f"/sys/bus/pci/devices/{nvme}/driver_override").read().strip() == "(null)"
+    from vfioctl.binding import State
+    assert nvme not in State().load()
+    wait_for(lambda: os.path.exists("/dev/nvme0"), what="/dev/nvme0")
+
+
+@pytest.mark.parametrize("command", ["bind", "unbind"])
+def test_sigkill_after_every_step_then_restore(nvme, command):
+    """Killed after step k, for every k until the command completes: `vfioctl restore` puts the
+    device back on its original driver every time."""
+    kills = 0
+    for k in range(1, 16):
+        if command == "unbind":
+            rc, out, err = run_cli("bind", nvme)
+            assert rc == 0 and driver_of(nvme) == "vfio-pci", err
+        rc, out, err = run_cli(command, nvme, inject=at_step(k, die))
+        if rc == 0:  # k is past the last step: the command completed
+            break
+        assert rc == -signal.SIGKILL, (k, rc, err)
+        kills += 1
+        rc, out, err = run_cli("restore")
+        assert rc == 0 and "Traceback" not in err, (k, err)
+        assert_home(nvme)
+    else:
+        pytest.fail(f"{command} did not complete within 15 steps")
+    assert kills >= 3, f"{command} has only {kills} steps?"  # save, override, unbind, probe
+    if command == "bind":
+        rc, out, err = run_cli("unbind", nvme)
+        assert rc == 0, err
+    assert_home(nvme)
+
+
+def test_a_failed_step_returns_the_device_before_exit(nvme):
+    def fail(what, value):
+        from vfioctl.errors import BindingError
+        raise BindingError(f"injected failure after '{what}'")
+
+    rc, out, err = run_cli("bind", nvme, inject=at_step(3, fail))  # after the unbind
+    assert rc == 2 and "Traceback" not in err, err
+    assert err.startswith("error: injected failure after 'unbind from nvme'"), err
+    assert_home(nvme)
+    assert state() == {}
+
+
+def test_two_binds_at_once(nvme):
+    """The second waits for the first (the lock) and finds the device bound."""
+    def pause(what, value):
+        time.sleep(1.5)
+
+    results = {}
+
+    def first():
+        results["first"] = run_cli("bind", nvme, inject=at_step(3, pause))
+
+    t = threading.Thread(target=first)
+    t.start()
+    wait_for(lambda: nvme in state(), timeout=60, what="the first bind's record")
+    second = run_cli("bind", nvme)
+    t.join(timeout=60)
+    (rc1, out1, err1), (rc2, out2, err2) = results["first"], second
+    assert rc1 == 0 and rc2 == 0, (err1, err2)
+    assert "bound to vfio-pci (was nvme)" in out1
+    assert "already bound to vfio-pci (was nvme)" in out2
+    assert driver_of(nvme) == "vfio-pci"
+    assert run_cli("unbind", nvme)[0] == 0
+    assert_home(nvme)
+
+
+def test_a_bind_of_several_devices_is_all_or_nothing(nvme):
+    """edu binds, then nvme's probe step fails: edu is returned before the command exits, and
+    the error says so."""
+    edu = find_pci(EDU)
+    assert driver_of(edu) is None
+
+    def inject():
+        from vfioctl import binding
+        from vfioctl.errors import BindingError
+        real_write = binding._write
+
+        def write(path, value, what):
+            if value == nvme and what.startswith("probe"):
+                raise BindingError(f"injected failure of '{what}' for {nvme}")
+            real_write(path, value, what)
+        binding._write = write
+
+    rc, out, err = run_cli("bind", edu, nvme, inject=inject)
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"injected failure of 'probe vfio-pci' for {nvme}" in err, err
+    assert f"returned {edu} to their drivers" in err, err
+    assert driver_of(edu) is None and driver_of(nvme) == "nvme"
+    assert state() == {}
+    assert_home(nvme)
