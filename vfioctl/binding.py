@@ -260,6 +260,10 @@ def in_use_reasons(dev: PciDevice) -> list[str]:
             reasons.append(f"block device {blk.name} is held by {', '.join(blk.holders)}")
         if blk.swap:
             reasons.append(f"block device {blk.name} is in use as swap (swapoff /dev/{blk.name})")
+        if blk.busy and not (blk.mountpoints or blk.holders or blk.swap):
+            reasons.append(f"block device {blk.name} is held: the kernel refuses an exclusive "
+                           "open (a filesystem, volume or program has it; `fuser -v "
+                           f"/dev/{blk.name}` or `lsblk /dev/{blk.name}` shows who)")
     return reasons
 
 
@@ -287,6 +291,13 @@ def plan(devices: list[PciDevice], *, group: bool, force: bool) -> list[PciDevic
                               hint="the group cannot be given to vfio on this topology")
             wanted.setdefault(m.bdf, m)
     targets = list(wanted.values())
+    for d in targets:  # never, whatever is forced: the machine's own root filesystem
+        roots = [b.name for b in block_devices(d) if "/" in b.mountpoints]
+        if roots:
+            raise Refused(f"{d.bdf} holds the root filesystem (/ on {roots[0]}): it is never "
+                          "taken", path=str(d.path),
+                          hint="this device cannot be given to vfio while the system runs "
+                               "from it")
     if not force:
         for d in targets:
             reasons = in_use_reasons(d)

@@ -5,6 +5,7 @@ or a cdev path (``/dev/vfio/devices/vfio0``). Reads only; binding.py writes.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass
@@ -285,6 +286,8 @@ class BlockDevice:
     mountpoints: tuple[str, ...]
     holders: tuple[str, ...]
     swap: bool
+    #: the kernel refuses an exclusive open (EBUSY): held, whatever holds it
+    busy: bool = False
 
 
 IFF_UP = 0x1
@@ -303,14 +306,41 @@ def net_interfaces(dev: PciDevice) -> list[NetInterface]:
 
 
 def _mounts(proc: Path) -> dict[str, list[str]]:
+    """Mount points by device number (``259:1``) and by source device name (``name:nvme0n1``):
+    btrfs and other filesystems with anonymous device numbers are found by their source."""
     by_dev: dict[str, list[str]] = {}
     try:
         for line in (proc / "self/mountinfo").read_text().splitlines():
             f = line.split()
             by_dev.setdefault(f[2], []).append(f[4])
+            if " - " in line:
+                source = line.split(" - ", 1)[1].split()[1:2]
+                if source and source[0].startswith("/dev/"):
+                    by_dev.setdefault("name:" + os.path.basename(source[0]), []).append(f[4])
     except OSError:
         pass
     return by_dev
+
+
+def exclusive_busy(node: Path) -> bool:
+    """True if the kernel refuses an exclusive open of the block device node (EBUSY): something
+    holds it, whatever it is (a mount of any filesystem, LVM/md/dm, swap, a program with
+    O_EXCL). A node that is absent or not ours to open says nothing (False)."""
+    try:
+        fd = os.open(node, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        return exc.errno == errno.EBUSY
+    os.close(fd)
+    return False
+
+
+def holder_names(cls: Path, holders: tuple[str, ...]) -> tuple[str, ...]:
+    """``dm-0 (vg0-data)``: a holder with its device-mapper or md name where it has one."""
+    out = []
+    for h in holders:
+        name = _read(cls / h / "dm/name")
+        out.append(f"{h} ({name})" if name else h)
+    return tuple(out)
 
 
 def _swaps(proc: Path) -> set[str]:
@@ -337,8 +367,10 @@ def block_devices(dev: PciDevice, proc: Path = Path("/proc")) -> list[BlockDevic
             continue
         majmin = _read(cls / n / "dev") or ""
         try:
-            holders = tuple(sorted(os.listdir(cls / n / "holders")))
+            holders = holder_names(cls, tuple(sorted(os.listdir(cls / n / "holders"))))
         except OSError:
             holders = ()
-        out.append(BlockDevice(n, majmin, tuple(mounts.get(majmin, ())), holders, n in swaps))
+        where = tuple(dict.fromkeys(mounts.get(majmin, []) + mounts.get("name:" + n, [])))
+        out.append(BlockDevice(n, majmin, where, holders, n in swaps,
+                               exclusive_busy(dev.devfs / n)))
     return out

@@ -404,3 +404,21 @@ def test_a_failing_eventfd_does_not_leak_the_earlier_ones(monkeypatch):
         irqmod.IrqSet(Dev(), "msix", 3)
     assert "ulimit -n" in exc.value.hint
     assert sorted(closed) == sorted(made) and len(made) == 2
+
+
+def test_the_device_holding_root_is_never_taken_even_forced(tmp_path, monkeypatch):
+    from vfioctl import binding
+    from vfioctl.errors import Refused
+    from vfioctl.pci import BlockDevice
+    nvme = _fake_pci(tmp_path, "0000:00:0d.0", 0x010802, driver="nvme", group=4)
+    root = BlockDevice("nvme0n1p2", "259:2", ("/",), (), False, True)
+    monkeypatch.setattr(binding, "block_devices", lambda d: [root])
+    with pytest.raises(Refused, match=r"holds the root filesystem \(/ on nvme0n1p2\)") as exc:
+        binding.plan([nvme], group=False, force=True)
+    assert exc.value.fix is None  # nothing the CLI could offer to override it
+    boot = BlockDevice("nvme0n1p1", "259:1", ("/boot",), (), False, True)
+    monkeypatch.setattr(binding, "block_devices", lambda d: [boot])
+    with pytest.raises(Refused, match="mounted on /boot") as exc:
+        binding.plan([nvme], group=False, force=False)
+    assert exc.value.fix == "force"
+    assert binding.plan([nvme], group=False, force=True) == [nvme]

@@ -1,0 +1,67 @@
+"""In use means in use, on every kernel: bind refuses a disk controller whose disk is held by
+anything the kernel knows of (an exclusive opener, a device-mapper volume, swap), naming the
+holder; the device stays on its driver and nothing is recorded."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from vmhelpers import NVME, driver_of, find_pci, run_cli, wait_for
+
+STATE = Path("/run/vfioctl/state.json")
+
+
+@pytest.fixture
+def disk():
+    bdf = find_pci(NVME)
+    assert driver_of(bdf) == "nvme"
+    node = wait_for(lambda: os.path.exists("/dev/nvme0n1") and "/dev/nvme0n1", what="nvme0n1")
+    yield bdf, node
+    assert driver_of(bdf) == "nvme"
+
+
+def refused(bdf: str, *needles: str) -> None:
+    rc, out, err = run_cli("bind", bdf)
+    assert rc == 2 and "Traceback" not in err, (rc, out, err)
+    for n in needles:
+        assert n in err, err
+    assert driver_of(bdf) == "nvme"
+    assert bdf not in (json.loads(STATE.read_text()) if STATE.exists() else {})
+
+
+def test_an_exclusive_holder_is_seen_by_asking_the_kernel(disk):
+    bdf, node = disk
+    fd = os.open(node, os.O_RDONLY | os.O_EXCL)  # what a mount of any filesystem does
+    try:
+        refused(bdf, "block device nvme0n1 is held: the kernel refuses an exclusive open",
+                "--force")
+    finally:
+        os.close(fd)
+
+
+def test_a_device_mapper_volume_on_the_disk_is_named(disk):
+    bdf, node = disk
+    subprocess.run(["modprobe", "dm-mod"], capture_output=True)  # a module on Debian's kernel
+    sectors = int(open("/sys/block/nvme0n1/size").read())
+    subprocess.run(["dmsetup", "create", "vfioctl-test", "--table",
+                    f"0 {sectors} linear {node} 0"], check=True, capture_output=True)
+    try:
+        refused(bdf, "block device nvme0n1 is held by dm-", "(vfioctl-test)")
+    finally:
+        subprocess.run(["dmsetup", "remove", "vfioctl-test"], check=True)
+
+
+def test_swap_on_the_disk_is_named(disk):
+    bdf, node = disk
+    subprocess.run(["mkswap", node], check=True, capture_output=True)
+    try:
+        subprocess.run(["swapon", node], check=True, capture_output=True)
+        try:
+            refused(bdf, "block device nvme0n1 is in use as swap", "swapoff /dev/nvme0n1")
+        finally:
+            subprocess.run(["swapoff", node], check=True)
+    finally:  # the ext2 filesystem the other tests mount
+        subprocess.run(["mkfs.ext2", "-q", "-F", "-L", "vfioctl", node], check=True)
