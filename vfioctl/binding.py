@@ -322,8 +322,8 @@ def bind(devices: list[PciDevice], *, group: bool = False, force: bool = False,
          dry_run: bool = False, timeout: float = 10.0, progress: Progress = _quiet,
          state: State | None = None) -> list[BindResult]:
     state = state or State()
-    targets = plan(devices, group=group, force=force)
     if dry_run:
+        targets = plan(devices, group=group, force=force)
         out = []
         for d in targets:
             cur = d.driver
@@ -340,9 +340,11 @@ def bind(devices: list[PciDevice], *, group: bool = False, force: bool = False,
             out.append(BindResult(d.bdf, cur, str(node) if node else None, False))
         return out
     require_root("bind")
-    ensure_vfio_driver(targets[0])
     results: list[BindResult] = []
     with state.locked(progress):
+        # the plan is made under the lock: what another bind changed meanwhile counts
+        targets = plan(devices, group=group, force=force)
+        ensure_vfio_driver(targets[0])
         for d in targets:
             try:
                 results.append(_bind_one(d, state, timeout, progress))
