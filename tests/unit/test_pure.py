@@ -422,3 +422,34 @@ def test_the_device_holding_root_is_never_taken_even_forced(tmp_path, monkeypatc
         binding.plan([nvme], group=False, force=False)
     assert exc.value.fix == "force"
     assert binding.plan([nvme], group=False, force=True) == [nvme]
+
+
+def test_the_capability_chain_parser_never_hangs_or_misreads_fuzzed():
+    """Any buffer and first offset (loops, offsets past the end or inside the header,
+    truncation): a list of caps inside the buffer, or a VfioctlError; nothing else."""
+    from hypothesis import given, settings, strategies as st_
+
+    from vfioctl.errors import VfioctlError
+    from vfioctl.iova import parse_caps
+
+    @settings(max_examples=500, deadline=None)
+    @given(st_.binary(max_size=96), st_.integers(min_value=0, max_value=200))
+    def check(buf, first):
+        try:
+            caps = parse_caps(buf, first)
+        except VfioctlError:
+            return
+        offs = [off for _, _, off in caps]
+        assert len(offs) == len(set(offs))               # no loop went round twice
+        assert all(8 <= off and off + 8 <= len(buf) for off in offs)
+
+    check()
+    # a two-element loop and a pointer past the end are errors, not hangs or short lists
+    import struct
+    loop = bytearray(32)
+    loop[8:16] = struct.pack("=HHI", 1, 1, 16)
+    loop[16:24] = struct.pack("=HHI", 2, 1, 8)
+    with pytest.raises(VfioctlError, match="loops"):
+        parse_caps(bytes(loop), 8)
+    with pytest.raises(VfioctlError, match="outside the buffer"):
+        parse_caps(bytes(32), 40)
