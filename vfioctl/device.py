@@ -374,7 +374,11 @@ class Device(FdOwner):
 
     # --- regions --------------------------------------------------------------------------------
     def region(self, name: str | int) -> Region:
+        """The region (one Region object per index, for the life of the device)."""
         idx = region_index(name)
+        for reg in self._regions:
+            if reg.info.index == idx:
+                return reg
         try:
             info = self.region_info(idx)
         except KernelError as exc:
@@ -546,7 +550,7 @@ class Region:
         return m
 
     def close(self) -> None:
-        for m in reversed(self._maps):
+        for m in reversed(list(self._maps)):  # each close leaves the list
             m.close()
         self._maps.clear()
 
@@ -629,6 +633,8 @@ class MappedRegion:
             except BufferError:
                 pass  # a caller still holds a view; the mapping dies with it
         self.areas.clear()
+        if self in self.region._maps:  # a closed mapping is the region's no longer
+            self.region._maps.remove(self)
 
     def __enter__(self):
         return self

@@ -1,0 +1,60 @@
+"""Nothing leaks, on any path, in every IOMMU mode: many open/use/close cycles and many failing
+opens, maps and IRQ requests leave this process's fds and mappings as they were."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from vmhelpers import NVME, find_pci, offered_modes
+
+import vfioctl
+from vfioctl.errors import VfioctlError
+
+
+def resources() -> tuple[int, int]:
+    """(open fds, mapped areas) of this process."""
+    fds = len(os.listdir("/proc/self/fd"))
+    with open("/proc/self/maps") as f:
+        maps = sum(1 for _ in f)
+    return fds, maps
+
+
+def test_cycles_and_failures_leak_no_fds_or_mappings(edu, mode):
+    cycles = 1000 if mode == offered_modes()[0] else 200  # 1,000 in the kernel's first mode
+
+    def cycle():
+        with vfioctl.open(edu, iommu_mode=mode) as s:
+            bar0 = s.region("bar0").mmap()
+            assert bar0.read(0) == 0x010000ED
+            s.dma_alloc(4096)
+            s.device.enable_irq("msi", 1)
+
+    cycle()  # the first one imports and warms caches
+    before = resources()
+    for _ in range(cycles):
+        cycle()
+    failures = 0
+    with vfioctl.open(edu, iommu_mode=mode) as s:
+        s.region("bar0")
+        opened = resources()
+
+        def past_the_end():
+            with s.region("bar0").mmap() as m:  # the same Region each time; its mmap closed
+                m.read(1 << 20)
+
+        for _ in range(200):
+            for bad in (lambda: s.dma.map(bytearray(100)),                     # not aligned
+                        lambda: s.dma_alloc(4096, iova=1 << 63),              # outside ranges
+                        lambda: s.device.enable_irq("msi", 64),               # too many vectors
+                        past_the_end):
+                with pytest.raises(VfioctlError):
+                    bad()
+                failures += 1
+        assert resources() == opened and len(s.device._regions) == 1
+    nvme = find_pci(NVME)
+    for _ in range(200):  # failing opens: the device is on its host driver
+        with pytest.raises(VfioctlError):
+            vfioctl.open(nvme, iommu_mode=mode)
+        failures += 1
+    assert failures == 1000
+    assert resources() == before
