@@ -112,7 +112,32 @@ def int_arg(text: str, what: str) -> int:
                          hint=f"give the {what} in decimal or 0x-prefixed hex") from None
 
 
-@click.group(context_settings=CONTEXT)
+class VfioctlGroup(click.Group):
+    """click's own errors (unknown option, bad choice, missing argument) in vfioctl's form: one
+    ``error:`` line and one ``hint:`` line, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else (prog_name or "vfioctl")
+            click.echo(f"error: {exc.format_message()}", err=True)
+            click.echo(f"hint: `{where} --help` shows the arguments and options", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("error: interrupted", err=True)
+            click.echo("hint: nothing was left half-done; run the command again", err=True)
+            sys.exit(130)
+        except click.exceptions.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            click.echo("hint: `vfioctl --help` lists the commands", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=VfioctlGroup, context_settings=CONTEXT)
 @click.version_option(package_name="vfioctl")
 def main():
     """Drive PCI devices through VFIO device cdevs and iommufd.

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .backend import IommuBackend, choose_mode, make_backend
 from .container import Container
-from .device import Device, Region
+from .device import Device, Region, uuid_bytes
 from .errors import EnvironmentProblem, KernelError, UsageError, errno_name
 from .iommufd import IOMMU_PATH, IOAS, IommuFD
 from .iova import PAGE_SIZE, DmaSpace, Mapping
@@ -37,6 +37,15 @@ class DmaBuffer:
         self.mem[:] = bytes([byte]) * self.size
 
 
+def check_vf_token(pci: PciDevice, token: str) -> None:
+    """A VF token must be a UUID, and goes only to a VF (opened under its PF's token) or a PF
+    with VFs (setting or proving the token): anything else the kernel refuses with EINVAL."""
+    uuid_bytes(token)  # UsageError naming the form
+    if pci.physfn is None and not pci.virtfns():
+        raise UsageError(f"{pci.bdf} is neither an SR-IOV VF nor a PF with VFs: a VF token "
+                         "does not apply to it", hint="open it without a VF token")
+
+
 class Session:
     """A device opened in one IOMMU mode, ready to use. Owns, in order of creation: the IOMMU
     backend (iommufd + IOAS, or group + container, shared with other sessions on the same group
@@ -52,6 +61,8 @@ class Session:
                  vf_token: str | None = None, iommu_path: str = IOMMU_PATH):
         self.pci = device if isinstance(device, PciDevice) else resolve(device)
         require_vfio_pci(self.pci)
+        if vf_token is not None:
+            check_vf_token(self.pci, vf_token)
         self.iommu_mode = choose_mode(iommu_mode, self.pci)
         self._dma: list[DmaBuffer] = []
         self.backend: IommuBackend | None = None
