@@ -7,15 +7,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from vmhelpers import E1000E, EDU, NVME, driver_of, find_pci, run_cli, sysfs_bind, wait_for
+from vmhelpers import (E1000E, EDU, ICH9_LPC, ICH9_SATA, ICH9_SMBUS, NVME, driver_of, find_pci,
+                       run_cli, sysfs_bind, wait_for)
 
 # host-driver specifics measured on our kernels; tests/vm/test_modes.py binds on every kernel
 pytestmark = pytest.mark.requires("cdev")
 
 STATE = Path("/run/vfioctl/state.json")
-ICH9_SATA = "8086:2922"
-ICH9_SMBUS = "8086:2930"
-ICH9_LPC = "8086:2918"
 
 
 def state() -> dict:

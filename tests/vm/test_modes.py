@@ -7,14 +7,12 @@ import json
 import os
 
 import pytest
-from vmhelpers import (EDU, IGB, IGBVF, NVME, driver_of, find_all, find_pci, group_of,
-                       kernel_features, offered_modes, run_cli, sysfs_bind)
+from vmhelpers import (EDU, ICH9_LPC, ICH9_SATA, ICH9_SMBUS, IGB, IGBVF, NVME, driver_of,
+                       find_all, find_pci, group_of, kernel_features, offered_modes, run_cli,
+                       sysfs_bind)
 
 import vfioctl
 
-ICH9_SATA = "8086:2922"
-ICH9_SMBUS = "8086:2930"
-ICH9_LPC = "8086:2918"
 
 
 def test_offered_modes_follow_what_the_kernel_shows():

@@ -18,6 +18,9 @@ IVSHMEM = "1af4:1110"
 NVME = "1b36:0010"
 E1000E = "8086:10d3"
 IGB = "8086:10c9"
+ICH9_SATA = "8086:2922"
+ICH9_SMBUS = "8086:2930"
+ICH9_LPC = "8086:2918"
 IGBVF = "8086:10ca"
 
 #: what a test may declare with @pytest.mark.requires(...)
