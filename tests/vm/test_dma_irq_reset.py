@@ -296,12 +296,15 @@ def test_e1000e_raises_each_msix_vector_itself(mode):
             deadline = time.monotonic() + 2
             while bar0.read(0x0) & (1 << 26) and time.monotonic() < deadline:
                 time.sleep(0.01)
+            bar0.write(0x400, 0)  # TCTL: transmit off (the host driver may have left it on)
+            bar0.write(0x100, 0)  # RCTL: receive off
             bar0.write(IMC, 0xFFFFFFFF)  # quiet: all masked, no throttling, no stale causes
             bar0.write(ITR, 0)
             for v in range(5):
                 bar0.write(EITR0 + 4 * v, 0)
-            bar0.write(ICR, 0xFFFFFFFF)
-            bar0.read(ICR)
+            for _ in range(2):  # write-1-to-clear, then clear-on-read, twice over
+                bar0.write(ICR, 0xFFFFFFFF)
+                bar0.read(ICR)
             s.device.bus_master(True)
             irq = s.device.enable_irq("msix", len(causes))
             bar0.write(IVAR, sum((0x8 | v) << (4 * v) for v in range(len(causes))))
