@@ -144,7 +144,7 @@ def test_a_bind_of_several_devices_is_all_or_nothing(nvme):
         real_write = binding._write
 
         def write(path, value, what):
-            if value == nvme and what.startswith("probe"):
+            if value == nvme and what == "probe vfio-pci":  # not the return to nvme
                 raise BindingError(f"injected failure of '{what}' for {nvme}")
             real_write(path, value, what)
         binding._write = write
