@@ -23,8 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from vmhelpers import (EDU, IVSHMEM, FEATURES, driver_of, find_pci, kernel_features,
-                       offered_modes, sysfs_bind)
+from vmhelpers import (EDU, IVSHMEM, NVME, STATE, FEATURES, driver_of, find_pci,
+                       kernel_features, offered_modes, sysfs_bind)
 
 from vfioctl.backend import MODES
 
@@ -119,6 +119,18 @@ def edu():
 @pytest.fixture
 def ivshmem():
     yield from _on_vfio(IVSHMEM)
+
+
+@pytest.fixture
+def nvme():
+    """nvme's BDF, on its host driver; whatever the test did, it is left there and the state
+    file is removed."""
+    bdf = find_pci(NVME)
+    assert driver_of(bdf) == "nvme"
+    yield bdf
+    if driver_of(bdf) != "nvme":
+        sysfs_bind(bdf, "nvme")
+    STATE.unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from vmhelpers import ICH9_LPC, IGB, NVME, driver_of, find_pci, offered_modes, run_cli
+from vmhelpers import ICH9_LPC, IGB, NVME, STATE, driver_of, find_pci, offered_modes, run_cli
 
 from vfioctl.backend import MODES
 
-STATE = Path("/run/vfioctl/state.json")
 UUID = "01234567-89ab-cdef-0123-456789abcdef"
 
 # {EDU} is edu (on vfio-pci for the test), {NVME} nvme (on its driver), {IGB} the igb PF,

@@ -4,35 +4,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
-from vmhelpers import (E1000E, EDU, ICH9_LPC, ICH9_SATA, ICH9_SMBUS, NVME, driver_of, find_pci,
-                       run_cli, sysfs_bind, wait_for)
+from vmhelpers import (E1000E, EDU, ICH9_LPC, ICH9_SATA, ICH9_SMBUS, NVME, STATE, driver_of,
+                       find_pci, run_cli, state, sysfs_bind, wait_for)
 
 # host-driver specifics measured on our kernels; tests/vm/test_modes.py binds on every kernel
 pytestmark = pytest.mark.requires("cdev")
 
-STATE = Path("/run/vfioctl/state.json")
-
-
-def state() -> dict:
-    return json.loads(STATE.read_text()) if STATE.exists() else {}
 
 
 def netdev_of(bdf: str) -> str:
     return wait_for(lambda: next(iter(os.listdir(f"/sys/bus/pci/devices/{bdf}/net")), None),
                     what=f"{bdf}'s network interface")
-
-
-@pytest.fixture
-def nvme():
-    bdf = find_pci(NVME)
-    assert driver_of(bdf) == "nvme"
-    yield bdf
-    if driver_of(bdf) != "nvme":  # whatever a test did, leave nvme on its driver
-        sysfs_bind(bdf, "nvme")
-    STATE.unlink(missing_ok=True)
 
 
 def test_list_shows_drivers_groups_cdevs_and_viability(edu):

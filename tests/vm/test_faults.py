@@ -4,21 +4,14 @@ that fails part-way. The faults are injected from the harness: the forked CLI ch
 own sysfs writes and state saves (vmhelpers.run_cli(inject=...)); vfioctl has no test hooks."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from vmhelpers import EDU, NVME, driver_of, find_pci, run_cli, sysfs_bind, wait_for
+from vmhelpers import EDU, driver_of, find_pci, run_cli, state, wait_for
 
-STATE = Path("/run/vfioctl/state.json")
-
-
-def state() -> dict:
-    return json.loads(STATE.read_text()) if STATE.exists() else {}
 
 
 def at_step(k: int, action):
@@ -49,16 +42,6 @@ def at_step(k: int, action):
 
 def die(what, value):
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-@pytest.fixture
-def nvme():
-    bdf = find_pci(NVME)
-    assert driver_of(bdf) == "nvme"
-    yield bdf
-    if driver_of(bdf) != "nvme":  # whatever a test did, leave nvme on its driver
-        sysfs_bind(bdf, "nvme")
-    STATE.unlink(missing_ok=True)
 
 
 def assert_home(nvme: str) -> None:

@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
-from vmhelpers import NVME, driver_of, find_pci, run_cli, wait_for
+from vmhelpers import NVME, STATE, driver_of, find_pci, run_cli, wait_for
 
-STATE = Path("/run/vfioctl/state.json")
 
 
 @pytest.fixture

@@ -23,6 +23,16 @@ ICH9_SMBUS = "8086:2930"
 ICH9_LPC = "8086:2918"
 IGBVF = "8086:10ca"
 
+#: vfioctl's record of the devices it bound
+STATE = Path("/run/vfioctl/state.json")
+
+
+def state() -> dict:
+    """The state file's records ({} if there is none)."""
+    import json
+    return json.loads(STATE.read_text()) if STATE.exists() else {}
+
+
 #: what a test may declare with @pytest.mark.requires(...)
 FEATURES = ("cdev", "legacy_container", "compat_container", "bind_token", "sriov")
 
