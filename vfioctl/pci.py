@@ -360,10 +360,22 @@ def block_devices(dev: PciDevice, proc: Path = Path("/proc")) -> list[BlockDevic
     except OSError:
         return []
     mounts, swaps = _mounts(proc), _swaps(proc)
+    # NVMe native multipath (Debian's kernels): the disk users see, nvme0n1, is a virtual head
+    # under nvme-subsystem; it is the controller's if one of its paths (multipath/nvme0c0n1)
+    # lives under the PCI device. Its partitions sit below the head.
+    heads = set()
+    for n in names:
+        try:
+            paths = os.listdir(cls / n / "multipath")
+        except OSError:
+            continue
+        if any(os.path.realpath(cls / n / "multipath" / p).startswith(base + "/") for p in paths):
+            heads.add(os.path.realpath(cls / n))
     out = []
     for n in names:
         real = os.path.realpath(cls / n)
-        if not real.startswith(base + "/"):
+        if not (real.startswith(base + "/") or real in heads
+                or os.path.dirname(real) in heads):
             continue
         majmin = _read(cls / n / "dev") or ""
         try:

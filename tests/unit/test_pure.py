@@ -453,3 +453,33 @@ def test_the_capability_chain_parser_never_hangs_or_misreads_fuzzed():
         parse_caps(bytes(loop), 8)
     with pytest.raises(VfioctlError, match="outside the buffer"):
         parse_caps(bytes(32), 40)
+
+
+def test_an_nvme_multipath_head_and_its_partitions_belong_to_the_controller(tmp_path):
+    """Debian's kernels: /dev/nvme0n1 is a virtual multipath head (nvme-subsystem), its path
+    nvme0c0n1 lives under the PCI device; the head and its partitions are the controller's."""
+    from vfioctl.pci import block_devices
+    pci = _fake_pci(tmp_path, "0000:00:0d.0", 0x010802, driver="nvme", group=5)
+    path_dev = pci.path / "nvme/nvme0/nvme0c0n1"
+    path_dev.mkdir(parents=True)
+    head = tmp_path / "devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1"
+    (head / "nvme0n1p1").mkdir(parents=True)
+    (head / "multipath").mkdir()
+    (head / "multipath/nvme0c0n1").symlink_to(path_dev)
+    (head / "dev").write_text("259:0\n")
+    (head / "nvme0n1p1/dev").write_text("259:1\n")
+    other = tmp_path / "devices/virtual/block/loop0"
+    other.mkdir(parents=True)
+    cls = tmp_path / "class/block"
+    cls.mkdir(parents=True)
+    (cls / "nvme0n1").symlink_to(head)
+    (cls / "nvme0n1p1").symlink_to(head / "nvme0n1p1")
+    (cls / "loop0").symlink_to(other)
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self/mountinfo").write_text(
+        "30 1 259:1 / /data rw - ext4 /dev/nvme0n1p1 rw\n")
+    (proc / "swaps").write_text("Filename Type Size Used Priority\n")
+    found = {b.name: b for b in block_devices(pci, proc)}
+    assert set(found) == {"nvme0n1", "nvme0n1p1"}
+    assert found["nvme0n1p1"].mountpoints == ("/data",)

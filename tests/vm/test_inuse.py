@@ -8,17 +8,16 @@ import os
 import subprocess
 
 import pytest
-from vmhelpers import NVME, STATE, driver_of, find_pci, run_cli, wait_for
+from vmhelpers import STATE, driver_of, run_cli, wait_for
 
 
 
 @pytest.fixture
-def disk():
-    bdf = find_pci(NVME)
-    assert driver_of(bdf) == "nvme"
+def disk(nvme):
+    """nvme's BDF and its disk node (the conftest's nvme fixture returns nvme to its driver
+    whatever a test did)."""
     node = wait_for(lambda: os.path.exists("/dev/nvme0n1") and "/dev/nvme0n1", what="nvme0n1")
-    yield bdf, node
-    assert driver_of(bdf) == "nvme"
+    yield nvme, node
 
 
 def refused(bdf: str, *needles: str) -> None:
@@ -28,6 +27,17 @@ def refused(bdf: str, *needles: str) -> None:
         assert n in err, err
     assert driver_of(bdf) == "nvme"
     assert bdf not in (json.loads(STATE.read_text()) if STATE.exists() else {})
+
+
+def test_a_mounted_filesystem_is_named(disk, tmp_path):
+    bdf, node = disk
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "ext2", "-o", "ro", node, str(mnt)], check=True)
+    try:
+        refused(bdf, f"block device nvme0n1 is mounted on {mnt}", "--force")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_an_exclusive_holder_is_seen_by_asking_the_kernel(disk):
