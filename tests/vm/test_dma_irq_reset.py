@@ -279,8 +279,8 @@ def test_msix_vectors_are_wired_and_counted_via_vfio_trigger(ids, mode):
 def test_e1000e_raises_each_msix_vector_itself(mode):
     """The device raises its own MSI-X interrupts: IVAR (0xE4) routes the queue causes
     RXQ0/RXQ1/TXQ0/TXQ1 to vectors 0-3, ICS (0xC8) sets one cause at a time. Each vector fires
-    for its cause and none before. (QEMU 7.2's e1000e aborted the VM on a late throttling timer
-    around this; QEMU 10 does not. QEMU 10 sometimes delivers a vector twice for one ICS write.)
+    for its cause, and no other vector does. (QEMU 7.2's e1000e aborted the VM on a late
+    throttling timer around this; QEMU 10 does not.)
     """
     ICR, ICS, IMS, IMC, IVAR, ITR, EITR0 = 0xC0, 0xC8, 0xD0, 0xD8, 0xE4, 0xC4, 0xE8
     causes = [0x00100000, 0x00200000, 0x00400000, 0x00800000]
@@ -309,14 +309,20 @@ def test_e1000e_raises_each_msix_vector_itself(mode):
             irq = s.device.enable_irq("msix", len(causes))
             bar0.write(IVAR, sum((0x8 | v) << (4 * v) for v in range(len(causes))))
             bar0.write(IMS, sum(causes))
+            # causes the host driver left latched (transmit write-backs) are delivered as soon as
+            # IMS enables them: let them arrive, then clear; they prove nothing either way
+            time.sleep(0.3)
+            stale = [irq.poll(v) for v in range(len(causes))]
+            bar0.write(ICR, 0xFFFFFFFF)
             for vec, cause in enumerate(causes):
-                early = [v for v in range(vec, len(causes)) if irq.poll(v)]
-                assert not early, f"vectors {early} fired before cause {cause:#x} was set"
                 bar0.write(ICS, cause)
                 assert irq.wait(vec, timeout=5) >= 1, f"vector {vec} did not fire"
+                time.sleep(0.05)
+                others = [v for v in range(len(causes)) if v != vec and irq.poll(v)]
+                assert not others, (f"cause {cause:#x} also raised vectors {others} "
+                                    f"(stale before: {stale})")
                 bar0.write(ICR, cause)
             bar0.write(IMC, 0xFFFFFFFF)
-            assert all(1 <= n <= 2 for n in irq.events), irq.events
     finally:
         sysfs_bind(bdf, before)
 
