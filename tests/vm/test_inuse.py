@@ -59,7 +59,8 @@ def test_a_device_mapper_volume_on_the_disk_is_named(disk):
     try:
         refused(bdf, "block device nvme0n1 is held by dm-", "(vfioctl-test)")
     finally:
-        subprocess.run(["dmsetup", "remove", "vfioctl-test"], check=True)
+        # --retry: udev may still be probing the new dm device (EBUSY for a moment)
+        subprocess.run(["dmsetup", "remove", "--retry", "vfioctl-test"], check=True)
 
 
 def test_swap_on_the_disk_is_named(disk):
