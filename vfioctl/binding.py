@@ -172,6 +172,12 @@ def _write(path: Path, value: str, what: str) -> None:
         with open(path, "w") as f:
             f.write(value)
     except PermissionError:
+        if os.geteuid() == 0 and not os.path.exists(path):
+            # the driver registered no such attribute (suppress_bind_attrs)
+            raise BindingError(f"{what} is not possible: {path} does not exist (the driver "
+                               "offers no such attribute)", path=str(path), op=what,
+                               hint="this driver cannot be unbound through sysfs; remove the "
+                                    "device or load the kernel without it") from None
         raise EnvironmentProblem(f"permission denied writing {path}", path=str(path),
                                  hint="binding changes drivers: run as root") from None
     except OSError as exc:

@@ -363,8 +363,14 @@ def block_devices(dev: PciDevice, proc: Path = Path("/proc")) -> list[BlockDevic
     # NVMe native multipath (Debian's kernels): the disk users see, nvme0n1, is a virtual head
     # under nvme-subsystem; it is the controller's if one of its paths (multipath/nvme0c0n1)
     # lives under the PCI device. Its partitions sit below the head.
+    # The link is the kernel's naming (drivers/nvme/host/multipath.c): the controller's path
+    # nvme<subsys>c<ctrl>n<ns> serves the head nvme<subsys>n<ns>; newer kernels also list the
+    # paths in the head's multipath/ directory.
     heads = set()
     for n in names:
+        m = re.fullmatch(r"nvme(\d+)c\d+n(\d+)", n)
+        if m and os.path.realpath(cls / n).startswith(base + "/"):
+            heads.add(os.path.realpath(cls / f"nvme{m[1]}n{m[2]}"))
         try:
             paths = os.listdir(cls / n / "multipath")
         except OSError:

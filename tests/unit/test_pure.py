@@ -483,3 +483,25 @@ def test_an_nvme_multipath_head_and_its_partitions_belong_to_the_controller(tmp_
     found = {b.name: b for b in block_devices(pci, proc)}
     assert set(found) == {"nvme0n1", "nvme0n1p1"}
     assert found["nvme0n1p1"].mountpoints == ("/data",)
+
+
+def test_an_nvme_multipath_head_is_found_by_the_kernels_naming(tmp_path):
+    """Debian's 6.12: the head has no multipath/ directory; the controller's path nvme0c0n1
+    names the head nvme0n1."""
+    from vfioctl.pci import block_devices
+    pci = _fake_pci(tmp_path, "0000:00:0d.0", 0x010802, driver="nvme", group=5)
+    path_dev = pci.path / "nvme/nvme0/nvme0c0n1"
+    path_dev.mkdir(parents=True)
+    head = tmp_path / "devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1"
+    head.mkdir(parents=True)
+    (head / "dev").write_text("259:0\n")
+    cls = tmp_path / "class/block"
+    cls.mkdir(parents=True)
+    (cls / "nvme0n1").symlink_to(head)
+    (cls / "nvme0c0n1").symlink_to(path_dev)
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self/mountinfo").write_text("30 1 259:0 / /mnt rw - ext2 /dev/nvme0n1 rw\n")
+    (proc / "swaps").write_text("Filename Type Size Used Priority\n")
+    found = {b.name: b for b in block_devices(pci, proc)}
+    assert "nvme0n1" in found and found["nvme0n1"].mountpoints == ("/mnt",)

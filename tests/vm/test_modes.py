@@ -139,17 +139,23 @@ def test_sriov_vfs_created_bound_and_removed_with_the_pf_untouched():
         by_bdf = {e["bdf"]: e for e in json.loads(out)}
         assert by_bdf[pf]["virtfns"] == vfs and by_bdf[vfs[0]]["physfn"] == pf
         before = driver_of(vfs[0])
-        rc, out, err = run_cli("bind", vfs[0])
-        assert rc == 0 and driver_of(vfs[0]) == "vfio-pci", err
-        assert driver_of(pf) == "igb"  # binding a VF leaves its PF alone
-        rc, out, err = run_cli("read", vfs[0], "config", "0", "--json")
-        assert rc == 0 and json.loads(out)["values"] == [0x10CA8086], err
-        # a VF on vfio-pci is never removed from under its users
-        rc, out, err = run_cli("sriov", pf, "--numvfs", "0")
-        assert rc == 2 and f"VFs {vfs[0]} are bound to vfio-pci" in err and "unbind" in err, err
-        assert len(find_all(IGBVF)) == 2
-        rc, out, err = run_cli("unbind", vfs[0])
-        assert rc == 0 and driver_of(vfs[0]) == before, err
+        if before and not os.path.exists(f"/sys/bus/pci/drivers/{before}/unbind"):
+            # Debian's kernel: the VF driver offers no unbind attribute; a clear refusal
+            rc, out, err = run_cli("bind", vfs[0])
+            assert rc == 2 and "offers no such attribute" in err, err
+            assert driver_of(vfs[0]) == before
+        else:
+            rc, out, err = run_cli("bind", vfs[0])
+            assert rc == 0 and driver_of(vfs[0]) == "vfio-pci", err
+            assert driver_of(pf) == "igb"  # binding a VF leaves its PF alone
+            rc, out, err = run_cli("read", vfs[0], "config", "0", "--json")
+            assert rc == 0 and json.loads(out)["values"] == [0x10CA8086], err
+            # a VF on vfio-pci is never removed from under its users
+            rc, out, err = run_cli("sriov", pf, "--numvfs", "0")
+            assert rc == 2 and f"VFs {vfs[0]} are bound to vfio-pci" in err and "unbind" in err, err
+            assert len(find_all(IGBVF)) == 2
+            rc, out, err = run_cli("unbind", vfs[0])
+            assert rc == 0 and driver_of(vfs[0]) == before, err
         rc, out, err = run_cli("sriov", pf, "--numvfs", "9")
         assert rc == 2 and "0..7" in err, err
     finally:
