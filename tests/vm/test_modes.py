@@ -166,3 +166,22 @@ def test_sriov_vfs_created_bound_and_removed_with_the_pf_untouched():
     assert rc == 0 and json.loads(out)["vfs"] == [] and not find_all(IGBVF), err
     rc, out, err = run_cli("sriov", find_pci(NVME))
     assert rc == 2 and "is not an SR-IOV physical function" in err, err
+
+
+@pytest.mark.requires("no-cdev")
+def test_doctor_before_vfio_is_loaded_says_load_it_not_rebuild():
+    """On the stock kernel with vfio-pci not loaded yet, doctor cannot see the group path: it
+    says to load vfio-pci, and the missing cdev support is a note, not a failure."""
+    import subprocess
+    edu = find_pci(EDU)
+    assert driver_of(edu) is None
+    subprocess.run(["modprobe", "-r", "vfio-pci", "vfio_iommu_type1", "vfio"], check=True)
+    try:
+        rc, out, err = run_cli("doctor", "--json")
+        report = json.loads(out)
+        by_name = {c["name"]: c for c in report["checks"]}
+        assert rc == 1 and by_name["vfio-pci driver"]["fix"] == "load it: modprobe vfio-pci"
+        cdev = by_name["device cdev + iommufd"]
+        assert cdev["status"] == "NOTE" and "modprobe vfio-pci" in cdev["fix"], cdev
+    finally:
+        subprocess.run(["modprobe", "vfio-pci"], check=True)
