@@ -185,3 +185,36 @@ def test_doctor_before_vfio_is_loaded_says_load_it_not_rebuild():
         assert cdev["status"] == "NOTE" and "modprobe vfio-pci" in cdev["fix"], cdev
     finally:
         subprocess.run(["modprobe", "vfio-pci"], check=True)
+
+
+def test_group_path_errors_name_the_way_out(group_mode):
+    """A group with a member on a host driver is not viable (the members are named); a group
+    node held elsewhere is named; a second session on an open group must use its mode."""
+    from vfioctl.errors import EnvironmentProblem, UsageError
+    sata, smbus = find_pci(ICH9_SATA), find_pci(ICH9_SMBUS)
+    before = {b: driver_of(b) for b in (sata, smbus)}
+    assert before[smbus] == "i801_smbus"
+    sysfs_bind(sata, "vfio-pci")  # behind bind's back: its group stays on a host driver
+    try:
+        with pytest.raises(EnvironmentProblem) as exc:
+            vfioctl.open(sata, iommu_mode=group_mode)
+        assert f"VFIO group {group_of(sata)} is not viable" in str(exc.value)
+        assert f"{smbus} (i801_smbus)" in str(exc.value) and "vfio-pci" in exc.value.hint
+    finally:
+        sysfs_bind(sata, before[sata])
+    edu = find_pci(EDU)
+    sysfs_bind(edu, "vfio-pci")
+    try:
+        held = os.open(f"/dev/vfio/{group_of(edu)}", os.O_RDWR)  # another user of the group
+        try:
+            with pytest.raises(EnvironmentProblem, match="is already open") as exc:
+                vfioctl.open(edu, iommu_mode=group_mode)
+            assert "close it" in exc.value.hint
+        finally:
+            os.close(held)
+        other = next(m for m in offered_modes() if m not in ("iommufd", group_mode))
+        with vfioctl.open(edu, iommu_mode=group_mode):
+            with pytest.raises(UsageError, match=f"is open in this process in mode {group_mode}"):
+                vfioctl.open(edu, iommu_mode=other)
+    finally:
+        sysfs_bind(edu, None)
