@@ -29,7 +29,7 @@ from .errors import EnvironmentProblem, KernelError, UsageError
 from .iommufd import IOMMU_PATH, IommuFD
 from .iova import DmaSpace
 from .kernel import KernelCaps, cdev_missing, kernel_caps
-from .pci import DEVFS, SYSFS, PciDevice, describe_members, member_blocks_vfio, require_cdev
+from .pci import PciDevice, describe_members, member_blocks_vfio, require_cdev
 
 MODES = ("iommufd", "iommufd_compat_type1", "iommufd_compat_type1v2", "vfio_type1_iommu",
          "vfio_type1v2_iommu")
@@ -75,11 +75,16 @@ def mode_support(caps: KernelCaps) -> list[ModeSupport]:
     return out
 
 
+def requested_mode(requested: str | None) -> str:
+    """The mode asked for: ``requested``, else $VFIOCTL_IOMMU_MODE, else ``auto``."""
+    return (requested or os.environ.get(ENV_MODE) or AUTO).strip()
+
+
 def choose_mode(requested: str | None, pci: PciDevice, caps: KernelCaps | None = None) -> str:
     """The mode to open ``pci`` in: ``requested`` if the kernel serves it, else an error naming
     what is missing and the modes this host offers; ``auto`` (or None: $VFIOCTL_IOMMU_MODE,
     then auto) as the module says."""
-    requested = (requested or os.environ.get(ENV_MODE) or AUTO).strip()
+    requested = requested_mode(requested)
     if requested != AUTO and requested not in MODES:
         raise UsageError(f"unknown IOMMU mode {requested!r}",
                          hint=f"use one of: {AUTO}, {', '.join(MODES)}")
@@ -196,18 +201,18 @@ class ContainerBackend(IommuBackend):
 
     _shared: dict[tuple[str, int], ContainerBackend] = {}
 
-    def __init__(self, mode: str, group_id: int, devfs: str = "/dev"):
+    def __init__(self, mode: str, pci: PciDevice):
         kind, type_name = _GROUP_MODES[mode]
         self.mode = mode
         self.kind = kind
-        self.key = (devfs, group_id)
+        self.devfs = str(pci.devfs)
+        self.key = (self.devfs, pci.iommu_group)
         self.users = 0
         self.groups: dict[int, Group] = {}
-        self.container = Container(f"{devfs}/vfio/vfio")
+        self.container = Container(f"{self.devfs}/vfio/vfio")
         self.dma = self.container
-        self.devfs = devfs
         try:
-            self.join(group_id)
+            self.join(pci)
             self.container.set_iommu(iommu_type(type_name))
         except BaseException:
             self.close()
@@ -223,7 +228,7 @@ class ContainerBackend(IommuBackend):
         key = (str(pci.devfs), group_id)
         backend = cls._shared.get(key)
         if backend is None:
-            backend = cls(mode, group_id, str(pci.devfs))
+            backend = cls(mode, pci)
             cls._shared[key] = backend
         elif backend.mode != mode:
             raise UsageError(
@@ -233,12 +238,13 @@ class ContainerBackend(IommuBackend):
         backend.users += 1
         return backend
 
-    def join(self, group_id: int) -> Group:
-        """Open group ``group_id``, check it is viable, set it to the container."""
+    def join(self, pci: PciDevice) -> Group:
+        """Open ``pci``'s group, check it is viable, set it to the container."""
+        group_id = pci.iommu_group
         group = Group(group_id, self.devfs)
         try:
             if not group.viable:
-                blockers = [m for m in _group_devices(group_id) if member_blocks_vfio(m)]
+                blockers = [m for m in pci.group_members() if member_blocks_vfio(m)]
                 raise EnvironmentProblem(
                     f"VFIO group {group_id} is not viable: "
                     + (f"members on host drivers: {describe_members(blockers)}" if blockers
@@ -253,7 +259,7 @@ class ContainerBackend(IommuBackend):
         return group
 
     def open_device(self, pci: PciDevice, vf_token: str | None = None) -> Device:
-        group = self.groups.get(pci.iommu_group) or self.join(pci.iommu_group)
+        group = self.groups.get(pci.iommu_group) or self.join(pci)
         name = pci.bdf if vf_token is None else f"{pci.bdf} vf_token={vf_token}"
         fd = group.device_fd(name)
         return Device.adopt(fd, path=f"{group.path} ({pci.bdf})", bdf=pci.bdf)
@@ -274,22 +280,15 @@ class ContainerBackend(IommuBackend):
         if ContainerBackend._shared.get(self.key) is self:
             del ContainerBackend._shared[self.key]
         try:
-            self.container.unmap_all() if self.container.mappings else None
+            if self.container.mappings:  # while the groups still hold the IOMMU domain
+                self.container.unmap_all()
         except KernelError:
-            pass
+            pass  # closing the container releases them anyway
         finally:
             for g in reversed(list(self.groups.values())):
                 g.close()
             self.groups.clear()
             self.container.close()
-
-
-def _group_devices(group_id: int) -> list[PciDevice]:
-    d = SYSFS / "kernel/iommu_groups" / str(group_id) / "devices"
-    try:
-        return [PciDevice(n, SYSFS, DEVFS) for n in sorted(os.listdir(d))]
-    except OSError:
-        return []
 
 
 def make_backend(mode: str, pci: PciDevice, *, iommu_path: str = IOMMU_PATH) -> IommuBackend:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import ctypes
 
 from . import uapi
-from .backend import _GROUP_MODES, choose_mode
+from .backend import _GROUP_MODES, AUTO, choose_mode, requested_mode
 from .container import iommu_type
 from .device import Device
 from .errors import EnvironmentProblem, KernelError, errno_name
@@ -483,7 +483,7 @@ def probe(pci: PciDevice, iommu_mode: str | None = None, iommu_path: str = IOMMU
     ``auto`` (the default) probes the cdev where the kernel has it, else the group path; then
     the report's notes say why the cdev checks could not run."""
     require_vfio_pci(pci)
-    auto = (iommu_mode or os.environ.get("VFIOCTL_IOMMU_MODE") or "auto") == "auto"
+    auto = requested_mode(iommu_mode) == AUTO
     caps = kernel_caps(pci.sysfs, pci.devfs)
     mode = "iommufd" if auto and caps.cdev_usable else choose_mode(iommu_mode, pci, caps)
     try:
