@@ -122,6 +122,16 @@ class IrqSet:
                     return n
 
     # --- lifetime -------------------------------------------------------------------------------
+    def rearm(self) -> None:
+        """Wire the same eventfds again: a device reset (VFIO_DEVICE_RESET) tears down the
+        kernel side of MSI/MSI-X, while the eventfds here stay valid for their readers."""
+        if self.enabled:
+            self.disable()
+        data = struct.pack(f"={self.count}i", *self.fds)
+        self._set(uapi.VFIO_IRQ_SET_DATA_EVENTFD | uapi.VFIO_IRQ_SET_ACTION_TRIGGER, 0,
+                  self.count, data)
+        self.enabled = True
+
     def disable(self) -> None:
         if self.enabled and not self.device.closed:
             self.enabled = False

@@ -65,6 +65,7 @@ class Session:
             check_vf_token(self.pci, vf_token)
         self.iommu_mode = choose_mode(iommu_mode, self.pci)
         self._dma: list[DmaBuffer] = []
+        self._driver = None
         self.backend: IommuBackend | None = None
         self.device: Device | None = None
         try:
@@ -115,6 +116,25 @@ class Session:
 
     def region(self, name: str | int) -> Region:
         return self.device.region(name)
+
+    def driver(self):
+        """The DMA driver for this device (vfioctl.drivers), initialised: it can memcpy between
+        IOVAs and send an interrupt. One per session; closed with it. UsageError naming the
+        devices that have one if this device has none."""
+        if self._driver is None:
+            from .drivers import driver_class, no_driver_error
+
+            cls = driver_class(self.pci.vendor, self.pci.device)
+            if cls is None:
+                raise no_driver_error(self.pci.bdf, self.pci.ids)
+            drv = cls(self)
+            try:
+                drv.init()
+            except BaseException:
+                drv.close()
+                raise
+            self._driver = drv
+        return self._driver
 
     def hot_reset(self) -> list[str]:
         """VFIO_DEVICE_PCI_HOT_RESET in this mode's form (group fds on the group path), after
@@ -187,6 +207,12 @@ class Session:
                 self.device.close()
             return
         first: BaseException | None = None
+        drv, self._driver = self._driver, None
+        if drv is not None:
+            try:
+                drv.close()
+            except KernelError as exc:
+                first = exc
         for buf in reversed(list(self._dma)):
             try:
                 self.dma_free(buf)

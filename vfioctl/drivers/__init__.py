@@ -1,0 +1,56 @@
+"""Device drivers that make a device perform DMA and interrupts on request, for self-tests.
+
+One small interface (the shape of the kernel VFIO selftest library's ``vfio_pci_driver_ops``):
+``init`` programs the device, ``memcpy_start``/``memcpy_wait`` have it copy ``size`` bytes from
+one IOVA to another ``count`` times, ``send_msi`` has it raise its interrupt, ``remove`` quiets
+it. A driver is found by vendor:device; ``Session.driver()`` returns the one for its device.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import UsageError
+from .base import DmaDriver, MemcpyResult
+from .edu import EduDriver
+from .igb import IgbDriver
+
+DRIVERS: tuple[type[DmaDriver], ...] = (EduDriver, IgbDriver)
+
+__all__ = ["DRIVERS", "DmaDriver", "EduDriver", "IgbDriver", "MemcpyResult", "driver_class",
+           "no_driver_error"]
+
+
+def driver_class(vendor: int, device: int) -> type[DmaDriver] | None:
+    for cls in DRIVERS:
+        if (vendor, device) in cls.ids:
+            return cls
+    return None
+
+
+def _present(sysfs: Path = Path("/sys/bus/pci/devices")) -> list[str]:
+    """BDFs on this host that a driver here can drive."""
+    out = []
+    try:
+        entries = sorted(os.listdir(sysfs))
+    except OSError:
+        return out
+    for bdf in entries:
+        try:
+            vendor = int((sysfs / bdf / "vendor").read_text(), 16)
+            device = int((sysfs / bdf / "device").read_text(), 16)
+        except (OSError, ValueError):
+            continue
+        cls = driver_class(vendor, device)
+        if cls is not None:
+            out.append(f"{bdf} ({cls.name})")
+    return out
+
+
+def no_driver_error(bdf: str, ids: str) -> UsageError:
+    known = ", ".join(f"{cls.name} ({', '.join(f'{v:04x}:{d:04x}' for v, d in cls.ids)})"
+                      for cls in DRIVERS)
+    here = _present()
+    where = f"; on this host: {', '.join(here)}" if here else "; none of them is on this host"
+    return UsageError(f"{bdf} ({ids}) has no DMA driver in vfioctl: drivers exist for {known}"
+                      f"{where}", hint="run the self-test on a device that has a driver")
