@@ -138,7 +138,10 @@ class _Run:
             if buf is not None:
                 self.s.dma_free(buf)
         if self.victim is not None:
-            self.victim.close()
+            try:
+                self.victim.close()
+            except BufferError:  # still mapped (an unmap failed): the session's close frees it
+                pass
 
     # --- pieces -------------------------------------------------------------------------------
     def msis(self, settle: float = 0.0) -> int:

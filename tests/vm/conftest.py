@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from vmhelpers import (EDU, IVSHMEM, NVME, STATE, FEATURES, driver_of, find_pci,
+from vmhelpers import (EDU, IGB, IVSHMEM, NVME, STATE, FEATURES, driver_of, find_pci,
                        kernel_features, offered_modes, sysfs_bind)
 
 from vfioctl.backend import MODES
@@ -114,6 +114,12 @@ def _on_vfio(ids: str):
 def edu():
     """edu's BDF, bound to vfio-pci for the test."""
     yield from _on_vfio(EDU)
+
+
+@pytest.fixture
+def igb():
+    """The igb PF's BDF (no VFs), bound to vfio-pci for the test, back on igb after it."""
+    yield from _on_vfio(IGB)
 
 
 @pytest.fixture
