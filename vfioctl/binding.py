@@ -57,7 +57,9 @@ class UnbindResult:
 
 # --- state file and lock -------------------------------------------------------------------------
 class State:
-    """``{bdf: {"original_driver": str|None, "ids": str, "recorded_at": float}}`` on disk.
+    """``{bdf: {"original_driver": str|None, "ids": str, "recorded_at": float}}`` on disk; an
+    SR-IOV PF's record also keeps ``sriov_numvfs`` (its VF count when it was bound), which
+    restoring it recreates.
 
     Written atomically (a temporary file, fsync, rename, fsync of the directory); the previous
     good copy is kept as ``state.json.prev`` (hard-linked before the rename, so there is no moment
@@ -297,6 +299,22 @@ def plan(devices: list[PciDevice], *, group: bool, force: bool) -> list[PciDevic
                               hint="the group cannot be given to vfio on this topology")
             wanted.setdefault(m.bdf, m)
     targets = list(wanted.values())
+    for d in targets:
+        vfs = [v for v in d.virtfns() if v.bdf not in wanted] if d.sriov_totalvfs else []
+        held = [v for v in vfs if (v.driver or "").startswith("vfio")]
+        if held:  # never, whatever is forced: a VFIO user (a VM, a test) has them
+            raise Refused(f"{d.bdf} is an SR-IOV PF whose VFs {', '.join(v.bdf for v in held)} "
+                          f"are on {held[0].driver}: binding the PF removes its VFs",
+                          path=str(d.path),
+                          hint="close what uses those VFs and return them to their drivers "
+                               "(unbind) first")
+        bound = [v for v in vfs if v.driver]
+        if bound and not force:
+            names = ", ".join(f"{v.bdf} ({v.driver})" for v in bound)
+            raise Refused(f"{d.bdf} is an SR-IOV PF whose VFs are bound to drivers: {names}; "
+                          "binding the PF removes its VFs (their count is recorded and "
+                          "restoring the PF recreates them)", path=str(d.path),
+                          hint="stop using the VFs, or force the bind", fix="force")
     for d in targets:  # never, whatever is forced: the machine's own root filesystem
         roots = [b.name for b in block_devices(d) if "/" in b.mountpoints]
         if roots:
@@ -396,6 +414,8 @@ def _bind_one(d: PciDevice, state: State, timeout: float, progress: Progress) ->
         return BindResult(d.bdf, rec["original_driver"] if rec else None, cdev, False)
     if d.bdf not in records:
         records[d.bdf] = {"original_driver": original, "ids": d.ids, "recorded_at": time.time()}
+        if d.sriov_numvfs:
+            records[d.bdf]["sriov_numvfs"] = d.sriov_numvfs
         state.save(records)
     else:
         original = records[d.bdf]["original_driver"]
@@ -434,10 +454,35 @@ def return_to(d: PciDevice, driver: str | None) -> bool:
 
 def _restore_one(d: PciDevice, driver: str | None, records: dict, state: State) -> bool:
     changed = return_to(d, driver)
+    numvfs = (records.get(d.bdf) or {}).get("sriov_numvfs") or 0
+    if numvfs and not d.sriov_numvfs:
+        recreate_vfs(d, numvfs)  # raises with the record kept: restore can try again
     if d.bdf in records:
         del records[d.bdf]
         state.save(records)
     return changed
+
+
+def recreate_vfs(pf: PciDevice, count: int, timeout: float = 20.0) -> None:
+    """Write the recorded VF count back to a PF that is on its driver again."""
+    if pf.driver is None:
+        raise BindingError(f"{pf.bdf} had {count} VFs, but with no driver it cannot create "
+                           "them", path=str(pf.path),
+                           hint="return it to a driver that supports SR-IOV (its original "
+                                "one), then set the VF count")
+    _write(pf.path / "sriov_numvfs", str(count), f"recreating its {count} VFs")
+    wait_for_vfs(pf, count, timeout)
+
+
+def wait_for_vfs(pf: PciDevice, count: int, timeout: float) -> None:
+    """Wait until the PF shows ``count`` VFs (the kernel adds and removes them one by one)."""
+    deadline = time.monotonic() + timeout
+    while len(pf.virtfns()) != count:
+        if time.monotonic() > deadline:
+            raise BindingError(f"{pf.bdf}: expected {count} VFs within {timeout:.0f} s, have "
+                               f"{len(pf.virtfns())}", path=str(pf.path / "sriov_numvfs"),
+                               hint="see dmesg")
+        time.sleep(0.05)
 
 
 def unbind(devices: list[PciDevice], *, driver: str | None = None, progress: Progress = _quiet,
@@ -557,11 +602,5 @@ def set_numvfs(pf: PciDevice, count: int, *, timeout: float = 20.0,
         if count:
             progress(f"{pf.bdf}: sriov_numvfs 0 -> {count}")
             _write(numvfs, str(count), "creating the VFs")
-        deadline = time.monotonic() + timeout
-        while len(pf.virtfns()) != count:
-            if time.monotonic() > deadline:
-                raise BindingError(f"{pf.bdf}: {count} VFs did not appear within "
-                                   f"{timeout:.0f} s (have {len(pf.virtfns())})",
-                                   path=str(numvfs), hint="see dmesg")
-            time.sleep(0.05)
+        wait_for_vfs(pf, count, timeout)
     return sriov_state(pf)

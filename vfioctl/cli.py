@@ -33,6 +33,8 @@ FIX_HINTS = {
     "driver": "name the driver: `vfioctl unbind DEVICE --driver NAME`",
     "hot-reset": "try `vfioctl reset --hot DEVICE` if it sits behind a bridge; `vfioctl info` "
                  "shows the hot-reset scope",
+    "group-path": "open it through its group: --iommu-mode vfio_type1v2_iommu (or "
+                  "iommufd_compat_type1v2 where /dev/vfio/vfio is iommufd's)",
     "function-reset": "a device on a root bus has no secondary bus to reset; use `vfioctl reset "
                       "DEVICE` (without --hot) if it advertises RESET",
 }

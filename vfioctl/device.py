@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass, field
 
 from . import uapi
-from .errors import KernelError, RegionAccessError, UsageError
+from .errors import EnvironmentProblem, KernelError, RegionAccessError, UsageError
 from .fd import FdOwner, open_node
-from .ioctl import ioctl
+from .ioctl import ioctl, try_ioctl
 from .iova import parse_caps
 from .irq import IRQ_NAMES, IrqSet
 
@@ -221,8 +221,8 @@ class Device(FdOwner):
     def bind(self, iommufd, *, vf_token: str | None = None) -> int:
         """VFIO_DEVICE_BIND_IOMMUFD against an IommuFD (or a raw fd); returns the devid.
 
-        ``vf_token`` (a UUID) goes with VFIO_DEVICE_BIND_FLAG_TOKEN, which 7.x kernels know; a
-        kernel without it answers EINVAL, reported as such."""
+        ``vf_token`` (a UUID) goes with VFIO_DEVICE_BIND_FLAG_TOKEN, which 7.x kernels know; on a
+        kernel without it (EINVAL, confirmed by trying the flag alone) the error says so."""
         fd = iommufd if isinstance(iommufd, int) else iommufd.fileno()
         arg = uapi.vfio_device_bind_iommufd(iommufd=fd)
         token = None
@@ -233,13 +233,25 @@ class Device(FdOwner):
         try:
             self._ioctl(uapi.VFIO_DEVICE_BIND_IOMMUFD, arg, "VFIO_DEVICE_BIND_IOMMUFD")
         except KernelError as exc:
-            if token is not None and exc.errno == errno.EINVAL:
-                exc.hint = ("the VF token was refused: check it is the PF's token and that the "
-                            "device is a VF of a PF on vfio-pci; kernels before 7.x have no "
-                            "token flag on the cdev (use the group path there)")
+            if token is not None and exc.errno == errno.EINVAL and not self._knows_token_flag(fd):
+                raise EnvironmentProblem(
+                    "this kernel's VFIO_DEVICE_BIND_IOMMUFD takes no VF token (no "
+                    "VFIO_DEVICE_BIND_FLAG_TOKEN: Linux 7.x has it, 6.12 has not)",
+                    errno=exc.errno, op=exc.op, path=self.path,
+                    hint="open it through its group and a container, where the token goes "
+                         "with the device name", fix="group-path") from None
             raise
         self.devid = arg.out_devid
         return self.devid
+
+    def _knows_token_flag(self, iommufd: int) -> bool:
+        """Whether the kernel reads a token with VFIO_DEVICE_BIND_FLAG_TOKEN, found by trying:
+        a NULL token pointer is EFAULT where the flag is known, EINVAL where it is not (the
+        bind fails either way; the fd stays unbound)."""
+        arg = uapi.vfio_device_bind_iommufd(iommufd=iommufd,
+                                            flags=uapi.VFIO_DEVICE_BIND_FLAG_TOKEN)
+        return try_ioctl(self.fileno(), uapi.VFIO_DEVICE_BIND_IOMMUFD, arg) == -errno.EFAULT
+
 
     def attach(self, pt_id) -> int:
         """VFIO_DEVICE_ATTACH_IOMMUFD_PT to an IOAS (object or id) or HWPT id."""
@@ -361,6 +373,18 @@ class Device(FdOwner):
         buf = bytearray(bytes(head) + data)
         self._ioctl(uapi.VFIO_DEVICE_FEATURE, buf, "VFIO_DEVICE_FEATURE")
         return bytes(buf[ctypes.sizeof(head):])
+
+    def set_vf_token(self, token: str) -> None:
+        """VFIO_DEVICE_FEATURE_PCI_VF_TOKEN: set the VF token of this PF (on vfio-pci) that its
+        VFs must then be opened with. The kernel never gives a token back (no GET)."""
+        try:
+            self.feature(uapi.VFIO_DEVICE_FEATURE_SET | uapi.VFIO_DEVICE_FEATURE_PCI_VF_TOKEN,
+                         uuid_bytes(token))
+        except KernelError as exc:
+            if exc.errno == errno.ENOTTY:
+                exc.hint = ("only an SR-IOV PF on vfio-pci has a VF token (vfio-pci keeps none "
+                            "for other devices)")
+            raise
 
     def set_irqs(self, index: int, flags: int, start: int = 0, count: int = 0,
                  data: bytes = b"") -> None:

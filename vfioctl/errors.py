@@ -64,6 +64,10 @@ class UsageError(VfioctlError):
     """The request itself is wrong (bad BDF, unknown region, bad width ...)."""
 
 
+class VfTokenRefused(UsageError):
+    """The kernel refused to open an SR-IOV device for its VF token (missing or wrong)."""
+
+
 class EnvironmentProblem(VfioctlError):
     """The machine cannot do this: no /dev/iommu, no permission, device not on vfio-pci ..."""
 

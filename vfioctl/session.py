@@ -1,13 +1,14 @@
 """``vfioctl.open(DEVICE)``: a device opened in an IOMMU mode, ready for regions, DMA and IRQs."""
 from __future__ import annotations
 
+import errno
 import mmap as _mmap
 from dataclasses import dataclass
 
 from .backend import IommuBackend, choose_mode, make_backend
 from .container import Container
 from .device import Device, Region, uuid_bytes
-from .errors import EnvironmentProblem, KernelError, UsageError, errno_name
+from .errors import EnvironmentProblem, KernelError, UsageError, VfTokenRefused, errno_name
 from .iommufd import IOMMU_PATH, IOAS, IommuFD
 from .iova import PAGE_SIZE, DmaSpace, Mapping
 from .pci import PciDevice, require_vfio_pci, resolve
@@ -38,12 +39,37 @@ class DmaBuffer:
 
 
 def check_vf_token(pci: PciDevice, token: str) -> None:
-    """A VF token must be a UUID, and goes only to a VF (opened under its PF's token) or a PF
-    with VFs (setting or proving the token): anything else the kernel refuses with EINVAL."""
+    """A VF token must be a UUID, and goes only to a VF whose PF is on vfio-pci (opening it
+    under the PF's token) or to an SR-IOV PF (setting or proving the token): anything else the
+    kernel refuses with EINVAL, which says less than this."""
     uuid_bytes(token)  # UsageError naming the form
-    if pci.physfn is None and not pci.virtfns():
-        raise UsageError(f"{pci.bdf} is neither an SR-IOV VF nor a PF with VFs: a VF token "
+    pf = pci.physfn
+    if pf is None and not pci.sriov_totalvfs:
+        raise UsageError(f"{pci.bdf} is neither an SR-IOV VF nor an SR-IOV PF: a VF token "
                          "does not apply to it", hint="open it without a VF token")
+    if pf is not None and pf.driver != "vfio-pci":
+        raise UsageError(f"{pci.bdf}'s PF {pf.bdf} is on {pf.driver or 'no driver'}, not "
+                         "vfio-pci: a VF token applies only while the PF is on vfio-pci",
+                         hint="open the VF without a VF token")
+
+
+def token_refused(pci: PciDevice, vf_token: str | None, exc: KernelError) -> VfTokenRefused:
+    """The kernel's EACCES on opening an SR-IOV device, in words: the token it wanted."""
+    pf = pci.physfn
+    if pf is not None:
+        what = (f"{pci.bdf} is a VF of {pf.bdf}, which is on vfio-pci: opening it needs the "
+                "PF's VF token" if vf_token is None else
+                f"the kernel refused the VF token for {pci.bdf}: it is not the token {pf.bdf} "
+                "(its PF, on vfio-pci) holds")
+        hint = ("pass the token the PF's user set (it is never read back from the kernel); "
+                "the PF's user sets it with set_vf_token")
+    else:
+        what = (f"{pci.bdf} is an SR-IOV PF whose VFs are open through vfio-pci: opening it "
+                "needs their VF token" + ("" if vf_token is None else
+                                          "; the one given is not it"))
+        hint = "pass the VF token the VFs were opened with"
+    return VfTokenRefused(f"{what} ({errno_name(exc.errno)} from {exc.op})", errno=exc.errno,
+                          op=exc.op, path=exc.path, hint=hint)
 
 
 class Session:
@@ -71,6 +97,11 @@ class Session:
         try:
             self.backend = make_backend(self.iommu_mode, self.pci, iommu_path=iommu_path)
             self.device = self.backend.open_device(self.pci, vf_token=vf_token)
+        except KernelError as exc:
+            self.close()
+            if exc.errno == errno.EACCES and (self.pci.physfn or self.pci.sriov_totalvfs):
+                raise token_refused(self.pci, vf_token, exc) from None
+            raise
         except BaseException:
             self.close()
             raise
