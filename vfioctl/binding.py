@@ -355,6 +355,9 @@ def bind(devices: list[PciDevice], *, group: bool = False, force: bool = False,
                 progress(f"{d.bdf}: already on {VFIO_DRIVER}; nothing to do")
             else:
                 progress(f"{d.bdf}: record original driver {cur or '(none)'} in {state.path}")
+                if d.sriov_numvfs:
+                    progress(f"{d.bdf}: record sriov_numvfs {d.sriov_numvfs} (its VFs go when "
+                             "it is unbound; restoring it recreates them)")
                 progress(f"{d.bdf}: write {VFIO_DRIVER} to {d.path / 'driver_override'}")
                 if cur:
                     progress(f"{d.bdf}: write {d.bdf} to {d.path / 'driver/unbind'}")

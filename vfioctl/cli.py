@@ -164,8 +164,11 @@ def main():
                    "device advertises RESET): this resets the device")
 @click.option("--seconds", default=3.0, show_default=True, help="how long --race runs")
 @click.option("--workers", default=3, show_default=True, help="threads --race runs")
+@click.option("--vf-token", envvar="VFIOCTL_VF_TOKEN", metavar="UUID",
+              help="for a VF whose PF is on vfio-pci: the PF's VF token, to probe past the "
+                   "token rows (env VFIOCTL_VF_TOKEN)")
 @json_option
-def probe(device, iommu_mode, race, with_reset, seconds, workers, as_json):
+def probe(device, iommu_mode, race, with_reset, seconds, workers, vf_token, as_json):
     """Prove the kernel's access rules on DEVICE: on the cdev, that every ioctl, read, write and
     mmap fails until VFIO_DEVICE_BIND_IOMMUFD and works after it; on the group path, the legacy
     ordering rules of group, container and device fd.
@@ -174,14 +177,15 @@ def probe(device, iommu_mode, race, with_reset, seconds, workers, as_json):
     reads config space and info; its only writes put the vendor ID sysfs reports into the
     vendor-ID field of config space (read-only, virtualised by vfio-pci; the value it holds);
     maps one BAR page without touching it; on the group path, tries one DMA map of its own page
-    that the kernel must refuse. No reset unless --reset.
+    that the kernel must refuse. No reset unless --reset. For a VF whose PF is on vfio-pci it
+    also tries to open it without and with a wrong VF token (refused: EACCES).
     """
     from .pci import resolve
     from .probe import probe as run_probe
 
     if race:
         return _probe_race(resolve(device), iommu_mode, seconds, workers, as_json)
-    report = run_probe(resolve(device), iommu_mode, reset=with_reset)
+    report = run_probe(resolve(device), iommu_mode, reset=with_reset, vf_token=vf_token)
     if as_json:
         emit_json(report.to_dict())
     else:

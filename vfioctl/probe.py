@@ -30,12 +30,13 @@ import ctypes
 from . import uapi
 from .backend import _GROUP_MODES, AUTO, choose_mode, requested_mode
 from .container import iommu_type
-from .device import Device
+from .device import Device, uuid_bytes
 from .errors import EnvironmentProblem, KernelError, errno_name
 from .iommufd import IOMMU_PATH, IommuFD
 from .ioctl import _fill_size, try_ioctl
 from .kernel import cdev_missing, kernel_caps
 from .pci import PciDevice, require_cdev, require_vfio_pci
+from .session import check_vf_token
 
 #: an ioctl number VFIO does not define (';', 99)
 UNKNOWN_IOCTL = uapi.vfio_io(99)
@@ -120,9 +121,25 @@ class _Checks:
         self.report.checks.append(Check(name, expected, observed))
 
 
+def _pf_on_vfio(pci: PciDevice) -> PciDevice | None:
+    """The PF of a VF whose PF is on vfio-pci (the kernel then wants the PF's VF token)."""
+    pf = pci.physfn
+    return pf if pf is not None and pf.driver == "vfio-pci" else None
+
+
+#: a token no PF holds (the kernel never hands a token back, so no PF can have chosen it
+#: knowingly; the odds of a PF holding it by chance are those of a UUID collision)
+WRONG_TOKEN = "00000000-dead-4bad-8bad-000000000000"
+NEED_TOKEN = ("{bdf} is a VF of {pf}, which is on vfio-pci: without its VF token the checks "
+              "after the device is opened cannot run")
+
+
 class _CdevProbe(_Checks):
-    def __init__(self, pci: PciDevice, iommu_path: str, reset: bool = False):
+    def __init__(self, pci: PciDevice, iommu_path: str, reset: bool = False,
+                 vf_token: str | None = None):
         self.pci = pci
+        self.vf_token = vf_token
+        self.token_buf = None  # the token BIND takes, once known to be wanted and understood
         self.cdev = str(require_cdev(pci))
         self.iommu_path = iommu_path
         self.reset = reset
@@ -159,15 +176,25 @@ class _CdevProbe(_Checks):
                       flags=uapi.VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY
                       | uapi.VFIO_DEVICE_FEATURE_PROBE | uapi.VFIO_DEVICE_FEATURE_SET)
 
+    def _bind_arg(self, iommufd: int):
+        """A BIND argument, with the VF token where the probe has one to give (7.x's kernel
+        matches the token before it looks at the iommufd)."""
+        arg = _sized(uapi.vfio_device_bind_iommufd, iommufd=iommufd)
+        if self.token_buf is not None:
+            arg.flags = uapi.VFIO_DEVICE_BIND_FLAG_TOKEN
+            arg.token_uuid_ptr = ctypes.addressof(self.token_buf)
+        return arg
+
     def bind_negatives(self, fd: int, iommufd: int) -> None:
         c = self.check
         B = uapi.vfio_device_bind_iommufd
         bind = uapi.VFIO_DEVICE_BIND_IOMMUFD
         c("BIND iommufd=-1", "EINVAL", _raw(fd, bind, _sized(B, iommufd=-1)))
-        c("BIND closed fd number", "EBADF", _raw(fd, bind, _sized(B, iommufd=_closed_fd_number())))
+        c("BIND closed fd number", "EBADF",
+          _raw(fd, bind, self._bind_arg(_closed_fd_number())))
         null = os.open("/dev/null", os.O_RDWR)
         try:
-            c("BIND fd of /dev/null", "EBADFD", _raw(fd, bind, _sized(B, iommufd=null)))
+            c("BIND fd of /dev/null", "EBADFD", _raw(fd, bind, self._bind_arg(null)))
         finally:
             os.close(null)
         # a flag no kernel defines (bit 0 is VFIO_DEVICE_BIND_FLAG_TOKEN on 7.x kernels, EINVAL on 6.12)
@@ -183,10 +210,14 @@ class _CdevProbe(_Checks):
         second = None
         try:
             self.blocked(dev.fd, "before bind")
+            pf = _pf_on_vfio(self.pci)
+            if pf is not None and not self.token_rows(dev, iommufd, pf):
+                return self.report
             self.bind_negatives(dev.fd, iommufd.fd)
             self.blocked(dev.fd, "after failed binds")
 
-            if c("BIND /dev/iommu", "OK", lambda: dev.bind(iommufd)) != "OK":
+            if c("BIND /dev/iommu", "OK",
+                 lambda: dev.bind(iommufd, vf_token=self.vf_token if pf else None)) != "OK":
                 return self.report
             self.report.devid = dev.devid
             B = uapi.vfio_device_bind_iommufd
@@ -194,7 +225,7 @@ class _CdevProbe(_Checks):
               _raw(dev.fd, uapi.VFIO_DEVICE_BIND_IOMMUFD, _sized(B, iommufd=iommufd.fd)))
             second = Device(self.cdev, bdf=self.pci.bdf)
             c("BIND a second fd of the cdev", "EINVAL",
-              _raw(second.fd, uapi.VFIO_DEVICE_BIND_IOMMUFD, _sized(B, iommufd=iommufd.fd)))
+              _raw(second.fd, uapi.VFIO_DEVICE_BIND_IOMMUFD, self._bind_arg(iommufd.fd)))
             second.close()
             group = self.pci.iommu_group
             c(f"open /dev/vfio/{group} (legacy group)", "EBUSY",
@@ -209,6 +240,35 @@ class _CdevProbe(_Checks):
             iommufd.close()
         self.reopened_is_blocked()
         return self.report
+
+    def token_rows(self, dev: Device, iommufd: IommuFD, pf: PciDevice) -> bool:
+        """The VF-token rows of a VF whose PF is on vfio-pci; whether the probe can go on.
+
+        Where BIND knows VFIO_DEVICE_BIND_FLAG_TOKEN (7.x) a missing or wrong token is EACCES;
+        where it does not (6.12), a token is EINVAL and none is asked for (measured: 6.12's cdev
+        opens such a VF without one)."""
+        c = self.check
+        B = uapi.vfio_device_bind_iommufd
+        tok = ctypes.create_string_buffer(uuid_bytes(WRONG_TOKEN), 16)
+        wrong = _sized(B, iommufd=iommufd.fd, flags=uapi.VFIO_DEVICE_BIND_FLAG_TOKEN,
+                       token_uuid_ptr=ctypes.addressof(tok))
+        if not dev._knows_token_flag(iommufd.fd):
+            c(f"BIND with a VF token (PF {pf.bdf} on vfio-pci; no token flag here)", "EINVAL",
+              _raw(dev.fd, uapi.VFIO_DEVICE_BIND_IOMMUFD, wrong))
+            self.vf_token = None
+            self.report.notes.append(
+                f"this kernel's cdev takes no VF token and checks none: {self.pci.bdf} opens "
+                f"without the token of its PF {pf.bdf}")
+            return True
+        c(f"BIND without the VF token (PF {pf.bdf} on vfio-pci)", "EACCES",
+          _raw(dev.fd, uapi.VFIO_DEVICE_BIND_IOMMUFD, _sized(B, iommufd=iommufd.fd)))
+        c("BIND with a wrong VF token", "EACCES",
+          _raw(dev.fd, uapi.VFIO_DEVICE_BIND_IOMMUFD, wrong))
+        if self.vf_token is None:
+            self.report.notes.append(NEED_TOKEN.format(bdf=self.pci.bdf, pf=pf.bdf))
+            return False
+        self.token_buf = ctypes.create_string_buffer(uuid_bytes(self.vf_token), 16)
+        return True
 
     def stays_bound(self, dev: Device, iommufd: IommuFD) -> None:
         """Bound -> unbound is not supported: after DETACH the fd stays bound (the kernel's
@@ -228,7 +288,8 @@ class _CdevProbe(_Checks):
               _raw(dev.fd, uapi.VFIO_DEVICE_GET_INFO, _sized(uapi.vfio_device_info)))
             c("reopened: pread config+0", "EINVAL",
               lambda: os.pread(dev.fd, 4, uapi.VFIO_PCI_CONFIG_REGION_INDEX << 40))
-            c("reopened: BIND /dev/iommu", "OK", lambda: dev.bind(iommufd))
+            token = self.vf_token if _pf_on_vfio(self.pci) else None
+            c("reopened: BIND /dev/iommu", "OK", lambda: dev.bind(iommufd, vf_token=token))
 
     def after_bind(self, dev: Device, iommufd: IommuFD) -> None:
         c = self.check
@@ -321,9 +382,10 @@ class _GroupProbe(_Checks):
     """The legacy ordering rules on the group node and the container, then the device fd the
     group hands out works (info, config reads) and is no cdev."""
 
-    def __init__(self, pci: PciDevice, mode: str):
+    def __init__(self, pci: PciDevice, mode: str, vf_token: str | None = None):
         require_vfio_pci(pci)
         self.pci = pci
+        self.vf_token = vf_token
         self.mode = mode
         self.kind, type_name = _GROUP_MODES[mode]
         self.type = iommu_type(type_name)
@@ -374,6 +436,14 @@ class _GroupProbe(_Checks):
         c("VFIO_GROUP_GET_STATUS", "OK", _raw(g, uapi.VFIO_GROUP_GET_STATUS, status))
         self.same("group flags before SET_CONTAINER", "VIABLE", self._flags(status.flags))
         name = ctypes.create_string_buffer(self.pci.bdf.encode())
+        pf = _pf_on_vfio(self.pci)
+        if pf is not None:  # the kernel matches the name (and token) before anything else
+            self.token_rows(g, pf)
+            if self.vf_token is None:
+                self.report.notes.append(NEED_TOKEN.format(bdf=self.pci.bdf, pf=pf.bdf))
+                return
+            name = ctypes.create_string_buffer(f"{self.pci.bdf} vf_token={self.vf_token}"
+                                               .encode())
         get_fd = lambda: self._device_fd(g, name)  # noqa: E731
         r("VFIO_GROUP_GET_DEVICE_FD before the group has a container", get_fd)
 
@@ -432,6 +502,16 @@ class _GroupProbe(_Checks):
           _raw(g, uapi.VFIO_GROUP_UNSET_CONTAINER, 0))
         r("VFIO_GROUP_GET_DEVICE_FD after VFIO_GROUP_UNSET_CONTAINER", get_fd)
 
+    def token_rows(self, g: int, pf: PciDevice) -> None:
+        """A VF whose PF is on vfio-pci: its name alone, or with a wrong token, is EACCES."""
+        bdf = self.pci.bdf
+        self.check(f"VFIO_GROUP_GET_DEVICE_FD without the VF token (PF {pf.bdf} on vfio-pci)",
+                   "EACCES",
+                   lambda: self._device_fd(g, ctypes.create_string_buffer(bdf.encode())))
+        self.check("VFIO_GROUP_GET_DEVICE_FD with a wrong VF token", "EACCES",
+                   lambda: self._device_fd(g, ctypes.create_string_buffer(
+                       f"{bdf} vf_token={WRONG_TOKEN}".encode())))
+
     def device_works(self, fd: int) -> None:
         c = self.check
         info = _sized(uapi.vfio_device_info)
@@ -477,19 +557,22 @@ class _GroupProbe(_Checks):
 
 
 def probe(pci: PciDevice, iommu_mode: str | None = None, iommu_path: str = IOMMU_PATH,
-          reset: bool = False) -> ProbeReport:
+          reset: bool = False, vf_token: str | None = None) -> ProbeReport:
     """Run every check on ``pci`` (bound to vfio-pci, not open elsewhere) in ``iommu_mode``.
 
     ``auto`` (the default) probes the cdev where the kernel has it, else the group path; then
-    the report's notes say why the cdev checks could not run."""
+    the report's notes say why the cdev checks could not run. For a VF whose PF is on vfio-pci
+    it adds the VF-token rows (none, wrong); ``vf_token`` (the PF's) lets it go past them."""
     require_vfio_pci(pci)
+    if vf_token is not None:
+        check_vf_token(pci, vf_token)
     auto = requested_mode(iommu_mode) == AUTO
     caps = kernel_caps(pci.sysfs, pci.devfs)
     mode = "iommufd" if auto and caps.cdev_usable else choose_mode(iommu_mode, pci, caps)
     try:
         if mode == "iommufd":
-            return _CdevProbe(pci, iommu_path, reset).run()
-        report = _GroupProbe(pci, mode).run()
+            return _CdevProbe(pci, iommu_path, reset, vf_token).run()
+        report = _GroupProbe(pci, mode, vf_token).run()
         if auto:
             report.notes.append(f"the cdev checks could not run: {cdev_missing(caps)}; "
                                 f"probed the group path ({mode}) instead")

@@ -174,3 +174,32 @@ def test_pf_bound_with_vfs_is_restored_with_the_same_count(how):
             if driver_of(v) == "vfio-pci":
                 sysfs_bind(v, None)
         _numvfs(pf, 0)
+
+
+def test_probe_adds_the_vf_token_rows(pf_on_vfio, mode):
+    pf = pf_on_vfio
+    from vmhelpers import kernel_features
+
+    with vfioctl.open(pf, iommu_mode=mode) as p:
+        p.device.set_vf_token(T1)
+        _numvfs(pf, 1)
+        vf = find_all(IGBVF)[0]
+        wait_for(lambda: driver_of(vf) == "vfio-pci", what="the VF on vfio-pci")
+        rc, out, err = run_cli("probe", vf, "--iommu-mode", mode, "--vf-token", T1, "--json")
+        r = json.loads(out)
+        rows = {c["name"]: c for c in r["checks"]}
+        assert rc == 0 and r["ok"], (err, [c for c in r["checks"] if not c["ok"]], r["notes"])
+        token_rows = [n for n in rows if "VF token" in n]
+        if mode == "iommufd" and not kernel_features()["bind_token"]:
+            assert [rows[n]["observed"] for n in token_rows] == ["EINVAL"]
+            assert any("takes no VF token and checks none" in n for n in r["notes"])
+        else:
+            assert [rows[n]["observed"] for n in token_rows] == ["EACCES", "EACCES"], rows
+            assert "config vendor:device equals sysfs" in rows or \
+                "device fd: config vendor:device equals sysfs" in rows
+            # without the token: the rows, and a note saying why it stopped there
+            rc, out, err = run_cli("probe", vf, "--iommu-mode", mode, "--json")
+            r = json.loads(out)
+            assert rc == 0 and any("without its VF token" in n for n in r["notes"]), out
+            assert [c["observed"] for c in r["checks"] if "VF token" in c["name"]] == \
+                ["EACCES", "EACCES"]
