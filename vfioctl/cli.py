@@ -41,7 +41,9 @@ FIX_HINTS = {
 
 
 def fail(exc: VfioctlError, as_json: bool) -> None:
-    if exc.fix in FIX_HINTS:
+    if exc.fix == "permissions":
+        exc.hint += "; `vfioctl setup-permissions` prints the udev rules"
+    elif exc.fix in FIX_HINTS:
         exc.hint = FIX_HINTS[exc.fix]
     if as_json:
         emit_json(exc.to_dict())
@@ -547,6 +549,32 @@ def restore(as_json):
     from . import binding
 
     _print_unbound(binding.restore(progress=_progress(False)), as_json)
+
+
+@command(main, "setup-permissions")
+@click.option("--group", default="vfio", show_default=True, help="the group to give access")
+@json_option
+def setup_permissions(group, as_json):
+    """Print the udev rules (shipped with vfioctl) that let GROUP's members use VFIO and
+    iommufd without root, and what RLIMIT_MEMLOCK needs. Changes nothing: install them as
+    root. Binding stays root-only; open, probe, read/write, DMA, selftest and the pytest
+    plugin (on pre-bound devices) then work as a member of the group."""
+    from .permissions import setup
+
+    out = setup(group)
+    if as_json:
+        emit_json(out)
+        return
+    click.echo(f"# {out['rules_file']}")
+    click.echo(out["rules"].rstrip())
+    click.echo("")
+    click.echo("# then, as root:")
+    for step in out["steps"]:
+        click.echo(f"#   {step}")
+    m = out["memlock"]
+    click.echo(f"# {m['text']}:")
+    click.echo(f"#   {m['limits_conf']}")
+    click.echo(f"#   {m['systemd']}")
 
 
 @command(main)

@@ -90,3 +90,24 @@ def list_devices(ids: str | None = None, vfio_only: bool = False) -> list[PciEnt
             continue
         out.append(e)
     return sorted(out, key=lambda e: e.bdf)
+
+
+def select_devices(selectors) -> list[PciDevice]:
+    """The devices a list of selectors names, in order, each once: a PCI address (full or
+    short), a cdev name or path (vfioN), or VENDOR:DEVICE (every device with those IDs).
+    A selector that matches nothing is a UsageError naming it."""
+    from .pci import resolve
+
+    out: dict[str, PciDevice] = {}
+    for sel in selectors:
+        sel = sel.strip()
+        if ":" in sel and "." not in sel and not sel.startswith(("/", "vfio")):
+            found = [PciDevice(e.bdf) for e in list_devices(sel)]
+            if not found:
+                raise UsageError(f"no PCI device has the IDs {sel}",
+                                 hint="`vfioctl list` shows the devices and their IDs")
+        else:
+            found = [resolve(sel)]
+        for d in found:
+            out.setdefault(d.bdf, d)
+    return list(out.values())

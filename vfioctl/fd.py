@@ -7,6 +7,26 @@ import os
 from .errors import EnvironmentProblem, KernelError
 
 
+def permission_hint(path: str) -> str:
+    """What to do about EACCES on a VFIO or iommufd node: which group owns it, whether the
+    caller is in it."""
+    try:
+        import grp
+
+        st = os.stat(path)
+        group = grp.getgrgid(st.st_gid).gr_name
+    except (OSError, KeyError, ImportError):
+        return ("run as root, or give your user read/write access to the node (vfioctl "
+                "ships udev rules for a group)")
+    if st.st_gid == 0 or not st.st_mode & 0o060:
+        return ("run as root, or install vfioctl's udev rules, which give a group read/write "
+                "access to the VFIO and iommufd nodes")
+    if st.st_gid in os.getgroups():
+        return f"{path} is group {group}'s; log in again so that your membership takes effect"
+    return (f"{path} belongs to group {group}: add your user to it (usermod -aG {group} USER) "
+            "and log in again, or run as root")
+
+
 def open_node(path: str, what: str, missing_hint: str) -> int:
     """open(path, O_RDWR|O_CLOEXEC) with the errors a user can act on."""
     try:
@@ -17,8 +37,7 @@ def open_node(path: str, what: str, missing_hint: str) -> int:
     except PermissionError as exc:
         raise EnvironmentProblem(
             f"permission denied opening {what} {path}", errno=exc.errno, op="open", path=path,
-            hint="run as root, or give your user read/write access to the node "
-                 "(e.g. a udev rule setting its group and mode)") from None
+            hint=permission_hint(path), fix="permissions") from None
     except OSError as exc:
         raise KernelError("open", exc.errno, path) from None
 

@@ -7,9 +7,6 @@ it. A driver is found by vendor:device; ``Session.driver()`` returns the one for
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from ..errors import UsageError
 from .base import DmaDriver, MemcpyResult
 from .edu import EduDriver
@@ -28,23 +25,15 @@ def driver_class(vendor: int, device: int) -> type[DmaDriver] | None:
     return None
 
 
-def _present(sysfs: Path = Path("/sys/bus/pci/devices")) -> list[str]:
+def _present() -> list[str]:
     """BDFs on this host that a driver here can drive."""
+    from ..discovery import list_devices
+
     out = []
-    try:
-        entries = sorted(os.listdir(sysfs))
-    except OSError:
-        return out
-    for bdf in entries:
-        try:
-            vendor = int((sysfs / bdf / "vendor").read_text(), 16)
-            device = int((sysfs / bdf / "device").read_text(), 16)
-        except (OSError, ValueError):
-            continue
-        cls = driver_class(vendor, device)
-        if cls is not None:
-            out.append(f"{bdf} ({cls.name})")
-    return out
+    for cls in DRIVERS:
+        for v, d in cls.ids:
+            out += [f"{e.bdf} ({cls.name})" for e in list_devices(f"{v:04x}:{d:04x}")]
+    return sorted(out)
 
 
 def no_driver_error(bdf: str, ids: str) -> UsageError:

@@ -1,0 +1,53 @@
+"""Running vfioctl without root: a udev rules file that gives a group the VFIO and iommufd
+nodes, and what RLIMIT_MEMLOCK must allow. Binding (sysfs writes) stays root's."""
+from __future__ import annotations
+
+import re
+import resource
+from importlib import resources
+
+from .errors import UsageError
+
+DEFAULT_GROUP = "vfio"
+RULES_NAME = "70-vfioctl.rules"
+
+
+def udev_rules(group: str = DEFAULT_GROUP) -> str:
+    """The rules file shipped with the package, for ``group``."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", group):
+        raise UsageError(f"{group!r} is not a group name",
+                         hint="use a name such as vfio: lower-case letters, digits, _ and -")
+    text = resources.files("vfioctl").joinpath("data", RULES_NAME).read_text()
+    return text.replace("@GROUP@", group)
+
+
+def _fmt(limit: int) -> str:
+    return "unlimited" if limit == resource.RLIM_INFINITY else f"{limit // 1024} KiB"
+
+
+def memlock() -> dict:
+    """The caller's RLIMIT_MEMLOCK and what to set. DMA mappings pin their pages and are
+    charged to it (iommufd and VFIO's type1 both), so the limit bounds how much a user can map
+    at once; vfioctl's own selftest maps under 64 KiB."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    return {
+        "soft": None if soft == resource.RLIM_INFINITY else soft,
+        "hard": None if hard == resource.RLIM_INFINITY else hard,
+        "text": f"RLIMIT_MEMLOCK is {_fmt(soft)} (hard {_fmt(hard)}); every byte mapped for DMA "
+                "counts against it",
+        "limits_conf": "@{group}  -  memlock  unlimited   "
+                       "# /etc/security/limits.d/vfioctl.conf (login sessions)",
+        "systemd": "LimitMEMLOCK=infinity   # in the [Service] of a runner's unit",
+    }
+
+
+def setup(group: str = DEFAULT_GROUP) -> dict:
+    m = memlock()
+    return {"group": group, "rules_file": f"/etc/udev/rules.d/{RULES_NAME}",
+            "rules": udev_rules(group), "memlock": {**m, "limits_conf":
+                                                    m["limits_conf"].format(group=group)},
+            "steps": [f"groupadd --system {group}   # if it does not exist",
+                      f"usermod -aG {group} USER   # then log in again",
+                      f"install the rules as /etc/udev/rules.d/{RULES_NAME}, then "
+                      "udevadm control --reload && udevadm trigger",
+                      "raise RLIMIT_MEMLOCK for the group (see memlock)"]}
