@@ -64,7 +64,8 @@ def mode_support(caps: KernelCaps) -> list[ModeSupport]:
                    "loaded (modprobe vfio-pci)")
         elif caps.container is None:
             why = "no /dev/vfio/vfio (CONFIG_VFIO_CONTAINER or CONFIG_IOMMUFD_VFIO_CONTAINER)"
-        elif caps.container != kind:
+        elif caps.container not in (kind, "unknown"):  # unknown: not ours to open; the
+            # open itself will say so (permission denied, naming the node's group)
             why = ("/dev/vfio/vfio is served by iommufd (CONFIG_IOMMUFD_VFIO_CONTAINER), not "
                    "VFIO's own container" if kind == "legacy" else
                    "/dev/vfio/vfio is VFIO's own container, not iommufd's compat container "

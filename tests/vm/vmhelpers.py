@@ -97,7 +97,7 @@ def cdev_of(bdf: str) -> Path:
 
 
 def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = None,
-            fresh: bool = False, inject=None) -> tuple[int, str, str]:
+            fresh: bool = False, inject=None, groups: tuple[int, ...] = ()) -> tuple[int, str, str]:
     """Run ``vfioctl ARGS`` in a child process: (exit status, stdout, stderr); ``env`` adds
     environment variables.
 
@@ -106,7 +106,7 @@ def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = No
     traceback), without the 2-3 s an interpreter start costs under TCG. ``fresh`` runs
     ``python -m vfioctl`` instead (the entry point itself). With ``user``, the child drops to
     that uid/gid first (the interpreter is under /root, which other users cannot enter, so it
-    could not simply be exec'ed as them). ``inject`` is called in the child before the CLI
+    could not simply be exec'ed as them), with ``groups`` as its supplementary groups. ``inject`` is called in the child before the CLI
     runs: the harness's way to inject faults (patch a step to fail, pause or SIGKILL the child);
     production code carries no test hooks.
     """
@@ -138,7 +138,7 @@ def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = No
             from vfioctl.backend import ContainerBackend
             ContainerBackend._shared.clear()
             if user is not None:
-                os.setgroups([])
+                os.setgroups(list(groups))
                 os.setgid(user)
                 os.setuid(user)
             if inject is not None:
