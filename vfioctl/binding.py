@@ -576,13 +576,14 @@ def sriov_state(pf: PciDevice) -> SriovState:
     return SriovState(pf.bdf, pf.driver, total, pf.sriov_numvfs or 0, vfs)
 
 
-def set_numvfs(pf: PciDevice, count: int, *, timeout: float = 20.0,
+def set_numvfs(pf: PciDevice, count: int, *, timeout: float = 20.0, autoprobe: bool | None = None,
                progress: Progress = _quiet) -> SriovState:
     """Set the PF's VF count (0 removes them) through sriov_numvfs, under the bind lock.
 
     VFs that vfio-pci holds are never removed from under their users: a change that would remove
     one is refused, naming them. The kernel takes a new non-zero count only from zero, so a change
-    between two non-zero counts goes through 0."""
+    between two non-zero counts goes through 0. ``autoprobe`` (if not None) is written to the
+    PF's sriov_drivers_autoprobe first: False leaves the new VFs without a driver."""
     st = sriov_state(pf)
     if not 0 <= count <= st.total:
         raise UsageError(f"{pf.bdf} can have 0..{st.total} VFs; asked for {count}",
@@ -602,6 +603,10 @@ def set_numvfs(pf: PciDevice, count: int, *, timeout: float = 20.0,
         if current:
             progress(f"{pf.bdf}: sriov_numvfs {current} -> 0")
             _write(numvfs, "0", "removing the VFs")
+        if count and autoprobe is not None:
+            progress(f"{pf.bdf}: sriov_drivers_autoprobe -> {int(autoprobe)}")
+            _write(pf.path / "sriov_drivers_autoprobe", str(int(autoprobe)),
+                   "setting sriov_drivers_autoprobe")
         if count:
             progress(f"{pf.bdf}: sriov_numvfs 0 -> {count}")
             _write(numvfs, str(count), "creating the VFs")

@@ -523,16 +523,23 @@ def _print_unbound(results, as_json):
 @command(main)
 @click.argument("pf")
 @click.option("--numvfs", type=int, metavar="N", help="set the VF count (0 removes them)")
+@click.option("--autoprobe/--no-autoprobe", default=None,
+              help="with --numvfs: whether new VFs probe host drivers (sriov_drivers_autoprobe; "
+                   "--no-autoprobe leaves them driverless, ready to bind, also where the VF "
+                   "driver cannot be unbound); default: as the PF has it")
 @json_option
-def sriov(pf, numvfs, as_json):
+def sriov(pf, numvfs, autoprobe, as_json):
     """An SR-IOV PF's VFs: total and current count, each VF's address, IDs, driver and IOMMU
     group; with --numvfs, set the count (VFs bound to vfio-pci are never removed)."""
     from . import binding
     from .pci import resolve
 
     dev = resolve(pf)
+    if autoprobe is not None and numvfs is None:
+        raise UsageError("--autoprobe/--no-autoprobe applies when VFs are created",
+                         hint="add --numvfs N")
     st = (binding.sriov_state(dev) if numvfs is None else
-          binding.set_numvfs(dev, numvfs, progress=_progress(False)))
+          binding.set_numvfs(dev, numvfs, autoprobe=autoprobe, progress=_progress(False)))
     if as_json:
         emit_json(st.to_dict())
         return
