@@ -111,6 +111,29 @@ def test_ivshmem_mmap_sees_host_pattern_and_writes_reach_host(ivshmem, workdir, 
     (workdir / "guest-pattern.bin").write_bytes(mine)
 
 
+def test_typed_views_are_width_exact_and_bounds_checked(ivshmem, mode):
+    """regs.u32[i] and friends: loads and stores at offset i * width of the BAR, agreeing with
+    the width-exact accessors and pread; an index past the area is IndexError; the views die
+    with the mapping."""
+    with vfioctl.open(ivshmem, iommu_mode=mode) as s:
+        shm = s.region("bar2")
+        m = shm.mmap()
+        u32, u64, u8 = m.u32, m.u64, m.u8
+        assert len(u32) == (1 << 20) // 4 and len(u64) == (1 << 20) // 8
+        u32[0x3000 // 4] = 0xCAFEF00D
+        assert m.read(0x3000, 4) == 0xCAFEF00D and shm.read(0x3000, 4) == 0xCAFEF00D
+        u64[0x3008 // 8] = 0x0123456789ABCDEF
+        assert shm.read_bytes(0x3008, 8) == bytes.fromhex("efcdab8967452301")
+        assert u8[0x3008] == 0xEF and m.u16[0x3008 // 2] == 0xCDEF
+        with pytest.raises(IndexError):
+            u32[len(u32)]
+        with pytest.raises(ValueError):  # the width is checked too
+            u32[0] = 1 << 32
+        m.close()
+        with pytest.raises(ValueError):  # released with the mapping, never a stale pointer
+            u32[0]
+
+
 # --- config space equals sysfs ----------------------------------------------------------------
 @pytest.mark.parametrize("ids", [EDU, IVSHMEM, NVME, E1000E])
 def test_config_region_equals_sysfs_config(ids, mode):
