@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .backend import MODES, mode_support
+from .fd import permission_hint
 from .kernel import KernelCaps, cdev_missing, kernel_caps
 from .pci import DEVFS, SYSFS, PciDevice, group_blockers
 
@@ -117,14 +118,14 @@ def _vfio_pci(caps: KernelCaps, opts: dict, modules: set[str]) -> Finding:
                    fix)
 
 
-def _container(caps: KernelCaps) -> Finding:
+def _container(caps: KernelCaps, devfs: Path) -> Finding:
     what = {"legacy": "VFIO's own container (CONFIG_VFIO_CONTAINER, type1)",
             "iommufd": "iommufd's compat container (CONFIG_IOMMUFD_VFIO_CONTAINER)",
             "unknown": "present, but not openable by this user"}.get(caps.container or "")
     if what:
         return Finding("/dev/vfio/vfio", caps.container != "unknown", what,
                        None if caps.container != "unknown" else
-                       "run as root, or give your user access to /dev/vfio/vfio", required=False)
+                       permission_hint(str(devfs / "vfio/vfio")), required=False)
     return Finding("/dev/vfio/vfio", False, "absent: no legacy group path",
                    "the group path needs CONFIG_VFIO_CONTAINER or "
                    "CONFIG_IOMMUFD_VFIO_CONTAINER, and the vfio module loaded", required=False)
@@ -140,8 +141,7 @@ def _cdev(caps: KernelCaps, devfs: Path, opts: dict) -> list[Finding]:
                 Finding("/dev/iommu permissions", ok,
                         f"{'read/write' if ok else 'no read/write'} access for uid "
                         f"{os.getuid()}",
-                        None if ok else "run as root, or give your user access to /dev/iommu "
-                                        "(a udev rule setting its group and mode)")]
+                        None if ok else permission_hint(str(node)))]
     if _built_as(opts, "CONFIG_IOMMUFD") == "m" and not caps.iommufd:
         fix = "load iommufd (modprobe iommufd)"
     else:
@@ -203,7 +203,7 @@ def _device(dev: PciDevice, caps: KernelCaps) -> list[Finding]:
         ok = os.access(node, os.R_OK | os.W_OK)
         out.append(Finding(f"{dev.bdf} {what}", ok,
                            f"{node}" + ("" if ok else " (no read/write access)"),
-                           None if ok else f"run as root, or give your user access to {node}"))
+                           None if ok else permission_hint(str(node))))
     return out
 
 
@@ -211,7 +211,8 @@ def diagnose(device: PciDevice | None = None, sysfs: Path = SYSFS,
              devfs: Path = DEVFS) -> Diagnosis:
     caps = kernel_caps(sysfs, devfs)
     opts, _where = kernel_config()
-    findings = [_iommu(sysfs, caps), _vfio_pci(caps, opts, loaded_modules()), _container(caps)]
+    findings = [_iommu(sysfs, caps), _vfio_pci(caps, opts, loaded_modules()),
+                _container(caps, devfs)]
     findings += _cdev(caps, devfs, opts)
     findings.append(_memlock())
     modes = [s.to_dict() for s in mode_support(caps)]

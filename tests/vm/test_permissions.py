@@ -87,3 +87,5 @@ def test_a_user_outside_the_group_is_told_the_group(nodes_for_group, edu, mode):
     assert rc == 2 and "permission denied" in err, err
     assert f"belongs to group {g.gr_name}" in err and "usermod -aG" in err, err
     assert "setup-permissions" in err
+    rc, out, err = run_cli("doctor", edu, "--json", user=USER)  # doctor names the same fix
+    assert f"belongs to group {g.gr_name}" in out, out
