@@ -12,7 +12,7 @@
 # when already root). The VF's address is kept in $OUT/vf between steps.
 set -euo pipefail
 
-: "${PF:?set PF to the NIC's PF address}"
+: "${PF:?set PF to the address of the NIC PF}"
 TESTS=${TESTS:-tests/hw}
 OUT=${OUT:-.}
 SUDO=${SUDO-sudo}

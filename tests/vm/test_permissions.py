@@ -42,6 +42,8 @@ def _apply(rules: str, gid: int) -> dict[str, tuple[int, int]]:
             if kernel and d.name != kernel:
                 continue
             env = dict(kv.split("=", 1) for kv in (d / "uevent").read_text().split() if "=" in kv)
+            if "DEVNAME" not in env:  # no node (udev would match it and do nothing)
+                continue
             node = Path("/dev") / env["DEVNAME"]
             st = node.stat()
             before[str(node)] = (st.st_gid, st.st_mode & 0o7777)

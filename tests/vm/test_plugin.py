@@ -101,6 +101,7 @@ def test_probe_checks_become_junit_testcases(tmp_path):
     assert rc == 0, out
     cases = ET.parse(xml).getroot().iter("testcase")
     names = [c.get("name") for c in cases]
-    assert len(names) > 30 and all(n.startswith(f"vfio_probe[{edu}-") for n in names), names
+    # one per check: 50 on the cdev, 26-27 on the group path (README, test-bed facts)
+    assert len(names) >= 26 and all(n.startswith(f"vfio_probe[{edu}-") for n in names), names
     assert any(n.endswith("::BIND /dev/iommu") or "GROUP_GET_DEVICE_FD" in n for n in names)
     assert driver_of(edu) is None
