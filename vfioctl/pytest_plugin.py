@@ -89,6 +89,7 @@ class VfioPlugin:
         self._devices = None
         self.bound: dict[str, bool] = {}  # bdf -> whether this run moved it to vfio-pci
         self.reasons: Counter = Counter()
+        self.unavailable: dict[str, str] = {}  # mode asked for -> why this kernel lacks it
 
     # --- devices ------------------------------------------------------------------------------
     def devices(self):
@@ -136,14 +137,14 @@ class VfioPlugin:
     def modes_for(self, dev) -> list[str]:
         """The concrete modes to run on ``dev`` (auto resolved), each once."""
         from .backend import choose_mode
+        from .errors import VfioctlError
 
         out = []
         for m in self.modes:
             try:
                 mode = choose_mode(None if m == "auto" else m, dev)
-            except Exception as exc:  # a mode this kernel lacks: say so once per mode
-                self.unavailable = getattr(self, "unavailable", {})
-                self.unavailable[m] = str(exc)
+            except VfioctlError as exc:  # a mode this kernel lacks: said once, in the summary
+                self.unavailable[m] = exc.message
                 continue
             if mode not in out:
                 out.append(mode)
@@ -296,7 +297,7 @@ def pytest_terminal_summary(terminalreporter):
         return
     for why, n in plugin.reasons.items():
         terminalreporter.write_line(f"vfioctl: deselected {n} test(s): {why}")
-    for m, why in getattr(plugin, "unavailable", {}).items():
+    for m, why in plugin.unavailable.items():
         terminalreporter.write_line(f"vfioctl: IOMMU mode {m} not run: {why}")
 
 
