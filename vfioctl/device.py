@@ -18,6 +18,7 @@ REGION_NAMES = ("bar0", "bar1", "bar2", "bar3", "bar4", "bar5", "rom", "config",
 WIDTHS = (1, 2, 4, 8)
 PCI_COMMAND = 0x04
 PCI_COMMAND_MASTER = 0x4
+PCI_COMMAND_MEMORY = 0x2
 
 _DEVICE_FLAGS = {
     uapi.VFIO_DEVICE_FLAGS_RESET: "RESET",
@@ -251,8 +252,6 @@ class Device(FdOwner):
         arg = uapi.vfio_device_bind_iommufd(iommufd=iommufd,
                                             flags=uapi.VFIO_DEVICE_BIND_FLAG_TOKEN)
         return try_ioctl(self.fileno(), uapi.VFIO_DEVICE_BIND_IOMMUFD, arg) == -errno.EFAULT
-
-
     def attach(self, pt_id) -> int:
         """VFIO_DEVICE_ATTACH_IOMMUFD_PT to an IOAS (object or id) or HWPT id."""
         pid = pt_id if isinstance(pt_id, int) else pt_id.id

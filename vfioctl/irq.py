@@ -60,10 +60,7 @@ class IrqSet:
                                           "fewer vectors") from None
         self.enabled = False
         try:
-            data = struct.pack(f"={count}i", *self.fds)
-            self._set(uapi.VFIO_IRQ_SET_DATA_EVENTFD | uapi.VFIO_IRQ_SET_ACTION_TRIGGER, 0,
-                      count, data)
-            self.enabled = True
+            self._arm()
         except BaseException:
             self._close_fds()
             raise
@@ -122,15 +119,19 @@ class IrqSet:
                     return n
 
     # --- lifetime -------------------------------------------------------------------------------
+    def _arm(self) -> None:
+        """Wire every vector to its eventfd (ACTION_TRIGGER with DATA_EVENTFD)."""
+        data = struct.pack(f"={self.count}i", *self.fds)
+        self._set(uapi.VFIO_IRQ_SET_DATA_EVENTFD | uapi.VFIO_IRQ_SET_ACTION_TRIGGER, 0,
+                  self.count, data)
+        self.enabled = True
+
     def rearm(self) -> None:
         """Wire the same eventfds again: a device reset (VFIO_DEVICE_RESET) tears down the
         kernel side of MSI/MSI-X, while the eventfds here stay valid for their readers."""
         if self.enabled:
             self.disable()
-        data = struct.pack(f"={self.count}i", *self.fds)
-        self._set(uapi.VFIO_IRQ_SET_DATA_EVENTFD | uapi.VFIO_IRQ_SET_ACTION_TRIGGER, 0,
-                  self.count, data)
-        self.enabled = True
+        self._arm()
 
     def disable(self) -> None:
         if self.enabled and not self.device.closed:

@@ -4,11 +4,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from ..device import PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
 from ..errors import UsageError
 
-PCI_COMMAND = 0x04
-PCI_COMMAND_MEMORY = 0x2
-PCI_COMMAND_MASTER = 0x4
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ class EduDriver(DmaDriver):
         if self.irq is None:
             self.irq = self.device.enable_irq("msi", 1)
         self.write32(IRQ_ACK, 0xFFFFFFFF)
-        self._pending: tuple[int, int, int] | None = None
+        self._pending: tuple[int, int] | None = None  # (dst, size) of the second DMA
         self.initialized = True
 
     def remove(self) -> None:
@@ -62,14 +62,14 @@ class EduDriver(DmaDriver):
     def memcpy_start(self, src: int, dst: int, size: int, count: int = 1) -> None:
         self.check_copy(src, dst, size, count)
         self._dma(src, EDU_BUFFER, size, to_ram=False)
-        self._pending = (dst, size, 0)
+        self._pending = (dst, size)
 
     def memcpy_wait(self, timeout: float = 1.0) -> MemcpyResult:
         """Both DMAs take 100 ms of the guest's virtual clock each; ``timeout`` is per DMA."""
         if self._pending is None:
             raise UsageError("no edu memcpy is running", hint="call memcpy_start() first")
         t0 = time.monotonic()
-        dst, size, _ = self._pending
+        dst, size = self._pending
         self._pending = None
         if not self._wait_idle(timeout):
             return MemcpyResult(False, self._recover(timeout), time.monotonic() - t0)
