@@ -1,153 +1,380 @@
 #!/usr/bin/env python3
-"""Benchmark vfioctl's register access against a bare reference, side by side, as ratios.
+"""Benchmark vfioctl against bare Python and against C, side by side in one run, as ratios.
 
-Runs inside the test-bed VM (it binds edu to vfio-pci):
-    scripts/vm-run -- "$(python3 -c 'import sys;print(sys.executable)')" scripts/bench.py
+Runs inside the test-bed VM (it binds ivshmem to vfio-pci and gives it back):
+    scripts/vm-run --kernel 7 -- "$(python3 -c 'import sys;print(sys.executable)')" scripts/bench.py
 
-For each path it times N operations through vfioctl and through the bare minimum doing the same
-syscall or load, interleaved, 7 rounds, and reports the median ratio vfioctl / reference:
-reads of edu's ID register (bar0+0) by pread (os.pread + int.from_bytes), by the mmap
-(MappedRegion.read and the typed view regs.u32[0], against a ctypes uint32 at the mmap's
-address), and a DMA map + unmap of 4 KiB in the session's mode (against fcntl.ioctl with
-prebuilt structs). Absolute times under TCG mean little; ratios from the same run do.
-``--json`` prints the rows as JSON; BENCH_N sets N (the suite runs it with a tiny N as a smoke
-test: speed is never asserted).
+The C reference (scripts/bench_ref.c) is compiled at the start against the booted kernel's
+exported headers ($VFIOCTL_KERNEL_HEADERS, which scripts/vm-run sets for our kernels; else the
+system's). Each row times the same operation through vfioctl and through its reference, in
+interleaved rounds, and reports medians and the median of the per-round ratios vfioctl /
+reference (so < 1 is faster). The C program gets the Python session's fds, so both touch the same
+device, IOAS or container. Device: ivshmem's BAR2 (host RAM behind the BAR: the access cost is
+ours, not an emulated register's). Absolute times under TCG mean little; ratios from the same
+run do.
+
+``--json`` prints the rows as JSON. BENCH_N scales the operation counts (default 2000; the suite
+runs a smoke run with a tiny N: speed is never asserted), BENCH_ROUNDS the rounds (7),
+BENCH_LARGE_MB the large-map size (256).
 """
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
+import mmap as _mmap
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
 
 import vfioctl  # noqa: E402
-from vfioctl import binding, discovery  # noqa: E402
+from vfioctl import binding, discovery, uapi  # noqa: E402
+from vfioctl.container import IOMMU_TYPES  # noqa: E402
 from vfioctl.pci import PciDevice  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "2000"))
-ROUNDS = 7
-
-
-def timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t) / N
-
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
+LARGE = int(os.environ.get("BENCH_LARGE_MB", "256")) << 20
+AS_JSON = "--json" in sys.argv
+IVSHMEM = "1af4:1110"
+IOVA = 1 << 30
 
 ROWS: list[dict] = []
-AS_JSON = "--json" in sys.argv
+HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
+HUGEPAGES_WERE = HUGEPAGES.read_text().strip() if HUGEPAGES.exists() else "0"
 
 
-def compare(name: str, ours, ref) -> float:
-    ratios, o_times, r_times = [], [], []
-    for _ in range(ROUNDS):
-        o, r = timed(ours), timed(ref)
-        o_times.append(o)
-        r_times.append(r)
-        ratios.append(o / r)
-    ratio = statistics.median(ratios)
-    ROWS.append({"operation": name, "vfioctl_us": statistics.median(o_times) * 1e6,
-                 "reference_us": statistics.median(r_times) * 1e6, "ratio": ratio})
+def say(msg: str) -> None:
     if not AS_JSON:
-        print(f"{name:34s} vfioctl {statistics.median(o_times) * 1e6:8.2f} us  reference "
-              f"{statistics.median(r_times) * 1e6:8.2f} us  ratio {ratio:5.2f}x")
-    return ratio
+        print(msg, flush=True)
 
 
-def raw_map_unmap(s, mem):
-    """fcntl.ioctl with prebuilt structs: the bare reference of a 4 KiB map + unmap."""
-    import fcntl
+def compare(name: str, ref_name: str, ours, ref, target: str = "") -> None:
+    """ours() and ref() each return seconds per operation; interleaved rounds, medians."""
+    o_t, r_t, ratios = [], [], []
+    for _ in range(ROUNDS):
+        o, r = ours(), ref()
+        o_t.append(o)
+        r_t.append(r)
+        ratios.append(o / r)
+    row = {"operation": name, "reference": ref_name, "vfioctl_us": statistics.median(o_t) * 1e6,
+           "reference_us": statistics.median(r_t) * 1e6, "ratio": statistics.median(ratios),
+           "target": target}
+    ROWS.append(row)
+    say(f"{name:38s} {ref_name:26s} {row['vfioctl_us']:10.2f} {row['reference_us']:10.2f} "
+        f"{row['ratio']:6.2f}x  {target}")
 
-    from vfioctl import uapi
 
-    addr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
-    iova = 1 << 30
+# --- the C reference -------------------------------------------------------------------------
+def build_c(work: Path) -> Path:
+    headers = os.environ.get("VFIOCTL_KERNEL_HEADERS")
+    exe = work / "bench_ref"
+    cmd = ["cc", "-O2", "-Wall", "-o", str(exe), str(HERE / "bench_ref.c")]
+    if headers:
+        cmd[1:1] = ["-I", headers]
+    subprocess.run(cmd, check=True)
+    return exe
+
+
+class CRef:
+    def __init__(self, exe: Path, fds: list[int]):
+        self.exe, self.fds = exe, fds
+
+    def run(self, *args) -> dict:
+        p = subprocess.run([str(self.exe), *map(str, args)], capture_output=True, text=True,
+                           pass_fds=self.fds)
+        if p.returncode:
+            raise SystemExit(f"bench_ref {' '.join(map(str, args))}: {p.stderr.strip()}")
+        return json.loads(p.stdout)
+
+    def per_op(self, *args) -> float:
+        return self.run(*args)["ns"] / 1e9
+
+
+# --- rows ------------------------------------------------------------------------------------
+def register_rows(s, c: CRef) -> None:
+    bar = s.region("bar2")
+    fd, off = s.device.fd, bar.info.offset
+    n, reg = N, 0x40
+    # every loop is a plain for loop with the call in it: the loop costs the same on both sides
+
+    def ours_read():
+        rd, t = bar.read, time.perf_counter()
+        for _ in range(n):
+            rd(reg, 4)
+        return (time.perf_counter() - t) / n
+
+    def py_read():
+        pread, frm, pos, t = os.pread, int.from_bytes, off + reg, time.perf_counter()
+        for _ in range(n):
+            frm(pread(fd, 4, pos), "little")
+        return (time.perf_counter() - t) / n
+
+    def ours_write():
+        wr, t = bar.write, time.perf_counter()
+        for _ in range(n):
+            wr(reg, 0x5A5A5A5A, 4)
+        return (time.perf_counter() - t) / n
+
+    def py_write():
+        pwrite, pos, v, t = os.pwrite, off + reg, 0x5A5A5A5A, time.perf_counter()
+        for _ in range(n):
+            pwrite(fd, v.to_bytes(4, "little"), pos)
+        return (time.perf_counter() - t) / n
+
+    compare("Region.read(off, 4)   (pread)", "os.pread + from_bytes", ours_read, py_read,
+            "<= 1.3")
+    compare("Region.write(off, v, 4) (pwrite)", "os.pwrite + to_bytes", ours_write, py_write,
+            "<= 1.3")
+    compare("Region.read(off, 4)   (pread)", "C pread", ours_read,
+            lambda: c.per_op("pread", fd, off + reg, n))
+
+    m = bar.mmap()
+    mm = m.areas[0][1]
+    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+    u32_py = memoryview(mm).cast("I")
+    U32 = ctypes.c_uint32
+
+    def ours_mread():
+        rd, t = m.read, time.perf_counter()
+        for _ in range(n):
+            rd(reg, 4)
+        return (time.perf_counter() - t) / n
+
+    def ours_mwrite():
+        wr, t = m.write, time.perf_counter()
+        for _ in range(n):
+            wr(reg, 0xA5A5A5A5, 4)
+        return (time.perf_counter() - t) / n
+
+    def ctypes_read():  # what a script without vfioctl does for a register at an offset
+        at, t = U32.from_address, time.perf_counter()
+        for _ in range(n):
+            at(base + reg).value  # noqa: B018
+        return (time.perf_counter() - t) / n
+
+    def ctypes_write():
+        at, t = U32.from_address, time.perf_counter()
+        for _ in range(n):
+            at(base + reg).value = 0xA5A5A5A5
+        return (time.perf_counter() - t) / n
+
+    def ours_view():
+        u32, t = m.u32, time.perf_counter()
+        for _ in range(n):
+            u32[reg >> 2]  # noqa: B018
+        return (time.perf_counter() - t) / n
+
+    def py_view():
+        t = time.perf_counter()
+        for _ in range(n):
+            u32_py[reg >> 2]  # noqa: B018
+        return (time.perf_counter() - t) / n
+
+    compare("MappedRegion.read(off, 4)", "ctypes load at base+off", ours_mread, ctypes_read,
+            "<= 1.5")
+    compare("MappedRegion.write(off, v, 4)", "ctypes store at base+off", ours_mwrite,
+            ctypes_write, "<= 1.5")
+    compare("MappedRegion.read(off, 4)", "memoryview element (floor)", ours_mread, py_view)
+    compare("regs.u32[i]", "memoryview element", ours_view, py_view, "<= 1.1")
+    compare("MappedRegion.read(off, 4)", "C load", ours_mread,
+            lambda: c.per_op("load", fd, off, bar.size, n))
+
+    size = m.areas[0][0].size
+    dst = bytearray(size)
+    nb = max(1, n // 100)
+
+    def ours_bulk():
+        t = time.perf_counter()
+        for _ in range(nb):
+            m.read_bytes(0, size)
+        return (time.perf_counter() - t) / nb
+
+    def ours_into():
+        t = time.perf_counter()
+        for _ in range(nb):
+            m.readinto(dst, 0)
+        return (time.perf_counter() - t) / nb
+
+    def c_bulk():
+        return c.per_op("bulk", fd, off, size, nb)
+
+    compare(f"MappedRegion.read_bytes {size >> 10} KiB", "C memcpy", ours_bulk, c_bulk,
+            "<= 1.05 (>= 0.95x C)")
+    compare(f"MappedRegion.readinto {size >> 10} KiB", "C memcpy", ours_into, c_bulk,
+            "<= 1.05 (>= 0.95x C)")
+    m.close()
+
+
+def dma_args(s) -> tuple[list, int]:
+    """bench_ref's arguments naming this session's DMA space, and its fd."""
     if s.ioas is not None:
-        m = uapi.iommu_ioas_map(size=ctypes.sizeof(uapi.iommu_ioas_map), ioas_id=s.ioas.id,
-                                flags=uapi.IOMMU_IOAS_MAP_FIXED_IOVA | uapi.IOMMU_IOAS_MAP_READABLE
-                                | uapi.IOMMU_IOAS_MAP_WRITEABLE,
-                                user_va=addr, length=4096, iova=iova)
-        u = uapi.iommu_ioas_unmap(size=ctypes.sizeof(uapi.iommu_ioas_unmap), ioas_id=s.ioas.id,
-                                  iova=iova, length=4096)
-        fd, rm, ru = s.iommufd.fd, uapi.IOMMU_IOAS_MAP, uapi.IOMMU_IOAS_UNMAP
-    else:
-        m = uapi.vfio_iommu_type1_dma_map(argsz=ctypes.sizeof(uapi.vfio_iommu_type1_dma_map),
-                                          flags=uapi.VFIO_DMA_MAP_FLAG_READ
-                                          | uapi.VFIO_DMA_MAP_FLAG_WRITE,
-                                          vaddr=addr, iova=iova, size=4096)
-        u = uapi.vfio_iommu_type1_dma_unmap(
-            argsz=ctypes.sizeof(uapi.vfio_iommu_type1_dma_unmap), iova=iova, size=4096)
-        fd, rm, ru = s.container.fd, uapi.VFIO_IOMMU_MAP_DMA, uapi.VFIO_IOMMU_UNMAP_DMA
+        return ["ioas", s.iommufd.fd, s.ioas.id], s.iommufd.fd
+    return ["container", s.container.fd], s.container.fd
 
-    def ref():
-        for _ in range(N):
-            fcntl.ioctl(fd, rm, m)
-            fcntl.ioctl(fd, ru, u)
-    return ref
+
+def map_rows(s, c: CRef) -> None:
+    dma = s.dma
+    mem = _mmap.mmap(-1, 4096, _mmap.MAP_SHARED | _mmap.MAP_ANONYMOUS)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+    where, fd = dma_args(s)
+    if s.ioas is not None:
+        mp = uapi.iommu_ioas_map(size=ctypes.sizeof(uapi.iommu_ioas_map), ioas_id=s.ioas.id,
+                                 flags=uapi.IOMMU_IOAS_MAP_FIXED_IOVA
+                                 | uapi.IOMMU_IOAS_MAP_READABLE | uapi.IOMMU_IOAS_MAP_WRITEABLE,
+                                 user_va=addr, length=4096, iova=IOVA)
+        un = uapi.iommu_ioas_unmap(size=ctypes.sizeof(uapi.iommu_ioas_unmap), ioas_id=s.ioas.id,
+                                   iova=IOVA, length=4096)
+        rm, ru = uapi.IOMMU_IOAS_MAP, uapi.IOMMU_IOAS_UNMAP
+    else:
+        mp = uapi.vfio_iommu_type1_dma_map(
+            argsz=ctypes.sizeof(uapi.vfio_iommu_type1_dma_map), vaddr=addr, iova=IOVA, size=4096,
+            flags=uapi.VFIO_DMA_MAP_FLAG_READ | uapi.VFIO_DMA_MAP_FLAG_WRITE)
+        un = uapi.vfio_iommu_type1_dma_unmap(
+            argsz=ctypes.sizeof(uapi.vfio_iommu_type1_dma_unmap), iova=IOVA, size=4096)
+        rm, ru = uapi.VFIO_IOMMU_MAP_DMA, uapi.VFIO_IOMMU_UNMAP_DMA
+    n = N
+
+    def ours():
+        map_, unmap, t = dma.map, dma.unmap, time.perf_counter()
+        for _ in range(n):
+            map_(mem, IOVA)
+            unmap(IOVA)
+        return (time.perf_counter() - t) / n
+
+    def raw():
+        ioctl, t = fcntl.ioctl, time.perf_counter()
+        for _ in range(n):
+            ioctl(fd, rm, mp)
+            ioctl(fd, ru, un)
+        return (time.perf_counter() - t) / n
+
+    compare("dma.map + dma.unmap 4 KiB", "fcntl.ioctl, prebuilt structs", ours, raw, "<= 1.3")
+    compare("dma.map + dma.unmap 4 KiB", "C ioctl", ours, lambda: c.per_op("map", *where, n))
+
+    mem.close()
+
+
+def large_map_rows(s, c: CRef) -> None:
+    where, _fd = dma_args(s)
+    for kind, c_kind in ((None, "4k"), ("thp", "thp"), ("2M", "2M")):
+        if kind == "2M":  # the pool: ours and bench_ref's buffer, only while they are used
+            HUGEPAGES.write_text(str(2 * LARGE >> 21))
+        try:
+            buf = s.dma_alloc(LARGE, hugepages=kind)
+        except vfioctl.VfioctlError as exc:
+            say(f"large map {kind}: not measured ({exc})")
+            ROWS.append({"operation": f"map {LARGE >> 20} MiB ({c_kind} pages)",
+                         "error": str(exc)})
+            continue
+        # fault every page in, as bench_ref does before its maps
+        ctypes.memset(ctypes.addressof(ctypes.c_char.from_buffer(buf.mem)), 0, len(buf.mem))
+        s.dma.unmap(buf.iova)
+        times: dict[str, list[float]] = {"map": [], "unmap": []}
+
+        def ours():
+            t = time.perf_counter()
+            s.dma.map(buf.mem, IOVA)
+            t1 = time.perf_counter()
+            s.dma.unmap(IOVA)
+            times["map"].append(t1 - t)
+            times["unmap"].append(time.perf_counter() - t1)
+
+        c_times: dict[str, list[float]] = {"map": [], "unmap": []}
+
+        def c_run():
+            r = c.run("bigmap", *where, len(buf.mem), c_kind, 1)
+            c_times["map"].append(r["map_ns"] / 1e9)
+            c_times["unmap"].append(r["unmap_ns"] / 1e9)
+
+        for _ in range(ROUNDS):
+            ours()
+            c_run()
+        for op in ("map", "unmap"):
+            ratios = [o / r for o, r in zip(times[op], c_times[op])]
+            row = {"operation": f"{op} {LARGE >> 20} MiB ({c_kind} pages)", "reference": "C ioctl",
+                   "vfioctl_us": statistics.median(times[op]) * 1e6,
+                   "reference_us": statistics.median(c_times[op]) * 1e6,
+                   "ratio": statistics.median(ratios), "target": "<= 1.05"}
+            ROWS.append(row)
+            say(f"{row['operation']:38s} {'C ioctl':26s} {row['vfioctl_us']:10.0f} "
+                f"{row['reference_us']:10.0f} {row['ratio']:6.2f}x  <= 1.05")
+        s.dma.map(buf.mem, buf.iova)  # as dma_alloc left it, for dma_free at close
+        s.dma_free(buf)
+    HUGEPAGES.write_text(HUGEPAGES_WERE)
+
+
+def open_row(bdf: str, mode: str, exe: Path) -> None:
+    pci = PciDevice(bdf)
+    n = max(1, N // 100)
+
+    def ours():
+        t = time.perf_counter()
+        for _ in range(n):
+            vfioctl.open(bdf, iommu_mode=mode).close()
+        return (time.perf_counter() - t) / n
+
+    c = CRef(exe, [])
+    if mode == "iommufd":
+        args = ["open", "cdev", str(pci.cdev_path), n]
+    else:
+        args = ["open", "group", f"/dev/vfio/{pci.iommu_group}", bdf,
+                IOMMU_TYPES["type1v2" if mode.endswith("v2") or mode.endswith("v2_iommu")
+                            else "type1"], n]
+    compare(f"open + close session ({mode})", "C, same ioctls", ours,
+            lambda: c.per_op(*args), "<= 1.2")
+
+
+def startup_row() -> None:
+    n = max(1, N // 1000)
+
+    def run(cmd):
+        def timed():
+            t = time.perf_counter()
+            for _ in range(n):
+                subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
+            return (time.perf_counter() - t) / n
+        return timed
+
+    compare("vfioctl --help", "python -c 'import click'",
+            run([sys.executable, "-m", "vfioctl", "--help"]),
+            run([sys.executable, "-c", "import click"]), "<= 1.5")
 
 
 def main() -> int:
-    bdf = discovery.list_devices("1234:11e8")[0].bdf
+    bdf = discovery.list_devices(IVSHMEM)[0].bdf
     dev = PciDevice(bdf)
     was = dev.driver
-    binding.move_to(dev, "vfio-pci")
-    try:
-        with vfioctl.open(bdf) as s:
-            bar0 = s.region("bar0")
-            fd, off = s.device.fd, bar0.info.offset
-            assert bar0.read(0) == 0x010000ED
-
-            def ours_pread():
-                for _ in range(N):
-                    bar0.read(0, 4)
-
-            def ref_pread():
-                for _ in range(N):
-                    int.from_bytes(os.pread(fd, 4, off), "little")
-
-            m = bar0.mmap()
-            area, mm = m.areas[0]
-            cell = ctypes.c_uint32.from_address(ctypes.addressof(ctypes.c_char.from_buffer(mm)))
-
-            def ours_mmap():
-                for _ in range(N):
-                    m.read(0, 4)
-
-            u32 = m.u32
-
-            def ours_view():
-                for _ in range(N):
-                    u32[0]  # noqa: B018
-
-            def ref_mmap():
-                for _ in range(N):
-                    cell.value  # noqa: B018
-
-            import mmap as _mmap
-            mem = _mmap.mmap(-1, 4096)
-
-            def ours_map():
-                for _ in range(N):
-                    s.dma.map(mem, 1 << 30)
-                    s.dma.unmap(1 << 30)
-
-            if not AS_JSON:
-                print(f"edu {bdf}, mode {s.iommu_mode}: {N} operations per round, {ROUNDS} "
-                      "rounds (median)")
-            compare("pread  Region.read(0, 4)", ours_pread, ref_pread)
-            compare("mmap   MappedRegion.read(0, 4)", ours_mmap, ref_mmap)
-            compare("mmap   regs.u32[0]", ours_view, ref_mmap)
-            compare("DMA    map + unmap 4 KiB", ours_map, raw_map_unmap(s, mem))
-            if AS_JSON:
-                print(json.dumps({"device": bdf, "iommu_mode": s.iommu_mode, "n": N,
-                                  "rounds": ROUNDS, "rows": ROWS}, indent=1))
-    finally:
-        binding.return_to(dev, was)
+    with tempfile.TemporaryDirectory(prefix="vfioctl-bench-") as work:
+        exe = build_c(Path(work))
+        binding.move_to(dev, "vfio-pci")
+        try:
+            with vfioctl.open(bdf) as s:
+                mode = s.iommu_mode
+                say(f"ivshmem {bdf}, mode {mode}, {os.uname().release}: N={N}, {ROUNDS} rounds "
+                    "(medians; ratio = vfioctl / reference)")
+                say(f"{'operation':38s} {'reference':26s} {'vfioctl us':>10s} {'ref us':>10s} "
+                    f"{'ratio':>7s}  target")
+                c = CRef(exe, [s.device.fd] + ([s.iommufd.fd] if s.iommufd else [])
+                         + ([s.container.fd] if s.container else []))
+                register_rows(s, c)
+                map_rows(s, c)
+                large_map_rows(s, c)
+            open_row(bdf, mode, exe)
+            startup_row()
+        finally:
+            HUGEPAGES.write_text(HUGEPAGES_WERE)
+            binding.return_to(dev, was)
+    if AS_JSON:
+        print(json.dumps({"device": bdf, "iommu_mode": mode, "kernel": os.uname().release,
+                          "n": N, "rounds": ROUNDS, "rows": ROWS}, indent=1))
     return 0
 
 

@@ -89,6 +89,10 @@ def choose_mode(requested: str | None, pci: PciDevice, caps: KernelCaps | None =
     if requested != AUTO and requested not in MODES:
         raise UsageError(f"unknown IOMMU mode {requested!r}",
                          hint=f"use one of: {AUTO}, {', '.join(MODES)}")
+    if (caps is None and requested in (AUTO, "iommufd") and pci.vfio_dev_name is not None
+            and (pci.devfs / "iommu").exists()):
+        return "iommufd"  # a cdev and /dev/iommu: all the checks below would find (and cost
+        # a session open an extra open of /dev/vfio/vfio and a read of /proc/devices)
     caps = caps or kernel_caps(pci.sysfs, pci.devfs)
     support = {s.mode: s for s in mode_support(caps)}
     offered = [m for m in MODES if support[m].available]

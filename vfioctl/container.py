@@ -18,6 +18,8 @@ from .ioctl import ioctl
 from .iova import DmaSpace, IovaRange, parse_caps
 
 CONTAINER_PATH = "/dev/vfio/vfio"
+_MAP_SIZE = ctypes.sizeof(uapi.vfio_iommu_type1_dma_map)
+_UNMAP_SIZE = ctypes.sizeof(uapi.vfio_iommu_type1_dma_unmap)
 
 #: VFIO_SET_IOMMU types by the names the kernel's selftests give the modes
 IOMMU_TYPES = {"type1": uapi.VFIO_TYPE1_IOMMU, "type1v2": uapi.VFIO_TYPE1v2_IOMMU}
@@ -139,11 +141,12 @@ class Container(FdOwner, DmaSpace):
     def _map_ioctl(self, addr, iova, length, readable, writable) -> None:
         flags = (uapi.VFIO_DMA_MAP_FLAG_READ if readable else 0) | (
             uapi.VFIO_DMA_MAP_FLAG_WRITE if writable else 0)
-        arg = uapi.vfio_iommu_type1_dma_map(flags=flags, vaddr=addr, iova=iova, size=length)
+        arg = uapi.vfio_iommu_type1_dma_map(argsz=_MAP_SIZE, flags=flags, vaddr=addr, iova=iova,
+                                            size=length)
         ioctl(self.fd, uapi.VFIO_IOMMU_MAP_DMA, arg, op="VFIO_IOMMU_MAP_DMA", path=self.path)
 
     def _unmap_ioctl(self, iova, length) -> int:
-        arg = uapi.vfio_iommu_type1_dma_unmap(iova=iova, size=length)
+        arg = uapi.vfio_iommu_type1_dma_unmap(argsz=_UNMAP_SIZE, iova=iova, size=length)
         ioctl(self.fd, uapi.VFIO_IOMMU_UNMAP_DMA, arg, op="VFIO_IOMMU_UNMAP_DMA",
               path=self.path)
         return arg.size

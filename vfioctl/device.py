@@ -50,9 +50,6 @@ def flag_names(value: int, table: dict[int, str]) -> tuple[str, ...]:
 
 
 U32_MAX = 0xFFFFFFFF
-#: register accesses remembered as checked, per Region/MappedRegion: a bound, so that a sweep of
-#: a large BAR costs no memory (past it the cache starts again; every access is still checked)
-ACCESS_CACHE_MAX = 4096
 
 
 def check_u32(value: int, what: str) -> int:
@@ -479,15 +476,46 @@ def check_access(info: RegionInfo, offset: int, length: int, width: int | None =
                                 hint=f"use an offset that is a multiple of {width}")
 
 
+_WIDTH_SET = frozenset(WIDTHS)
+
+
+def value_error(value, width: int) -> RegionAccessError:
+    if not isinstance(value, int):
+        return RegionAccessError(f"value {value!r} is not an integer",
+                                 hint="pass an integer value")
+    return RegionAccessError(f"value {value:#x} does not fit in {width} bytes",
+                             hint=f"use a value from 0 to {(1 << (8 * width)) - 1:#x}")
+
+
+def writable_bytes(buf) -> memoryview:
+    """A writable, contiguous byte view of ``buf`` (readinto's destination), or UsageError."""
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise UsageError(f"cannot read into a {type(buf).__name__}: it has no buffer",
+                         hint="pass a bytearray, memoryview or mmap") from None
+    if view.readonly or not view.c_contiguous:
+        raise UsageError(f"cannot read into a {'read-only' if view.readonly else 'non-contiguous'}"
+                         f" {type(buf).__name__}", hint="pass a writable contiguous buffer "
+                                                        "(bytearray, memoryview, mmap)")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
 class Region:
-    """A region of a bound device: width-exact pread/pwrite at the region's offset, and mmap."""
+    """A region of a bound device: width-exact pread/pwrite at the region's offset, and mmap.
+
+    Every access is checked (width, bounds, alignment, the region's read/write flags) with
+    integer compares against values taken once from the region info: nothing is remembered per
+    offset, so a sweep of a large BAR costs no memory."""
 
     def __init__(self, device: Device, info: RegionInfo):
         self.device = device
         self.info = info
         self._maps: list[MappedRegion] = []
-        #: (offset, width) register accesses already checked, per direction (info is frozen)
-        self._valid: dict[str, set[tuple[int, int]]] = {"read": set(), "write": set()}
+        self._base = info.offset
+        self._size = info.size
+        self._readable = info.readable
+        self._writable = info.writable
 
     @property
     def name(self) -> str:
@@ -506,61 +534,88 @@ class Region:
                                     hint="`vfioctl info DEVICE` shows each region's flags")
 
     def _check_register(self, offset: int, width: int, what: str) -> None:
-        """Validate a register access (raises naming the fix) and remember it as valid."""
+        """Validate a register access; raises naming the fix."""
         check_access(self.info, offset, width, width)
         self._need(what)
-        valid = self._valid[what]
-        if len(valid) >= ACCESS_CACHE_MAX:
-            valid.clear()
-        valid.add((offset, width))
 
     def read(self, offset: int, width: int = 4) -> int:
         """One pread of exactly ``width`` bytes at ``offset``."""
-        if (offset, width) not in self._valid["read"]:
+        if not (width in _WIDTH_SET and self._readable and 0 <= offset <= self._size - width
+                and not offset % width):
             self._check_register(offset, width, "read")
-        return int.from_bytes(self._pread(offset, width), "little")
+        try:
+            data = os.pread(self.device._fd, width, self._base + offset)
+        except OSError as exc:
+            raise self._io_error("pread", offset, exc) from None
+        if len(data) != width:
+            raise self._short("pread", offset, len(data), width)
+        return int.from_bytes(data, "little")
 
     def write(self, offset: int, value: int, width: int = 4) -> None:
         """One pwrite of exactly ``width`` bytes at ``offset``."""
-        if (offset, width) not in self._valid["write"]:
+        if not (width in _WIDTH_SET and self._writable and 0 <= offset <= self._size - width
+                and not offset % width):
             self._check_register(offset, width, "write")
-        if not 0 <= value < (1 << (8 * width)):
-            raise RegionAccessError(f"value {value:#x} does not fit in {width} bytes",
-                                    hint=f"use a value below {1 << (8 * width):#x}")
-        self._pwrite(offset, value.to_bytes(width, "little"))
+        try:
+            data = value.to_bytes(width, "little")
+        except (OverflowError, AttributeError):  # negative, too large, not an int
+            raise value_error(value, width) from None
+        try:
+            n = os.pwrite(self.device._fd, data, self._base + offset)
+        except OSError as exc:
+            raise self._io_error("pwrite", offset, exc) from None
+        if n != width:
+            raise self._short("pwrite", offset, n, width)
 
     def read_bytes(self, offset: int, length: int) -> bytes:
         check_access(self.info, offset, length)
         self._need("read")
         return self._pread(offset, length)
 
+    def readinto(self, buf, offset: int = 0) -> int:
+        """Fill the writable buffer ``buf`` from ``offset`` (one preadv, no allocation);
+        returns the number of bytes read, len(buf)."""
+        view = writable_bytes(buf)
+        check_access(self.info, offset, view.nbytes)
+        self._need("read")
+        try:
+            n = os.preadv(self.device._fd, [view], self._base + offset)
+        except OSError as exc:
+            raise self._io_error("pread", offset, exc) from None
+        if n != view.nbytes:
+            raise self._short("pread", offset, n, view.nbytes)
+        return n
+
     def write_bytes(self, offset: int, data: bytes) -> None:
         check_access(self.info, offset, len(data))
         self._need("write")
-        self._pwrite(offset, bytes(data))
+        self._pwrite(offset, data)
+
+    def _io_error(self, what: str, offset: int, exc: OSError) -> KernelError:
+        if self.device._fd < 0:
+            self.device.fd  # noqa: B018 -- raises the device's "closed" error
+        return KernelError(f"{what} {self.name}+{offset:#x}", exc.errno, self.device.path)
+
+    def _short(self, what: str, offset: int, got: int, length: int) -> KernelError:
+        return KernelError(f"{what} {self.name}+{offset:#x} (short: {got} of {length})",
+                           errno.EIO, self.device.path)
 
     def _pread(self, offset: int, length: int) -> bytes:
-        fd = self.device._fd
-        if fd < 0:
-            fd = self.device.fd  # raises: the device is closed
         try:
-            data = os.pread(fd, length, self.info.offset + offset)
+            data = os.pread(self.device._fd, length, self._base + offset)
         except OSError as exc:
-            raise KernelError(f"pread {self.name}+{offset:#x}", exc.errno, self.device.path) from None
+            raise self._io_error("pread", offset, exc) from None
         if len(data) != length:
-            raise KernelError(f"pread {self.name}+{offset:#x} (short: {len(data)} of {length})",
-                              errno.EIO, self.device.path)
+            raise self._short("pread", offset, len(data), length)
         return data
 
-    def _pwrite(self, offset: int, data: bytes) -> None:
-        pos = self.info.offset + offset
+    def _pwrite(self, offset: int, data) -> None:
         try:
-            n = os.pwrite(self.device.fd, data, pos)
+            n = os.pwrite(self.device._fd, data, self._base + offset)
         except OSError as exc:
-            raise KernelError(f"pwrite {self.name}+{offset:#x}", exc.errno, self.device.path) from None
+            raise self._io_error("pwrite", offset, exc) from None
         if n != len(data):
-            raise KernelError(f"pwrite {self.name}+{offset:#x} (short: {n} of {len(data)})",
-                              errno.EIO, self.device.path)
+            raise self._short("pwrite", offset, n, len(data))
 
     def mmap(self) -> MappedRegion:
         if not self.info.mappable:
@@ -585,14 +640,18 @@ _VIEW_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
 class MappedRegion:
-    """The mmappable areas of a region, with width-exact register access by region offset."""
+    """The mmappable areas of a region, with width-exact register access by region offset.
+
+    ``read``/``write`` go through a typed memoryview of the first area per width (one load or
+    store of exactly that width; the view's own index check is the bounds check); offsets in
+    other areas, and every error, take the checked slow path."""
 
     def __init__(self, region: Region):
         self.region = region
         self.areas: list[tuple[SparseArea, _mmap.mmap]] = []
-        self._bases: list[ctypes.Array] = []  # one export per area: its address, kept alive
-        self._cells: dict[tuple[int, int], ctypes._SimpleCData] = {}
         self._views: dict[tuple[int, int], memoryview] = {}
+        #: width -> (typed view of area 0, its region offset): the register fast path
+        self._fast: dict[int, tuple[memoryview, int]] = {}
         try:
             for area in region.info.mmap_areas():
                 if area.size == 0:
@@ -601,10 +660,12 @@ class MappedRegion:
                                 _mmap.PROT_READ | _mmap.PROT_WRITE,
                                 offset=region.info.offset + area.offset)
                 self.areas.append((area, mm))
-                self._bases.append(ctypes.c_char.from_buffer(mm))
         except OSError as exc:
             self.close()
             raise KernelError(f"mmap {region.name}", exc.errno, region.device.path) from None
+        if self.areas:
+            start = self.areas[0][0].offset
+            self._fast = {w: (self.view(w), start) for w in _VIEW_FORMATS}
 
     def _locate(self, offset: int, length: int, width: int | None) -> tuple[int, int]:
         """(area number, offset in the area) of an access, checked."""
@@ -620,28 +681,36 @@ class MappedRegion:
             f"({', '.join(f'{a.offset:#x}+{a.size:#x}' for a, _ in self.areas) or 'none'})",
             hint="use pread/pwrite access (Region.read/write) for that offset", fix="pread")
 
-    def _cell(self, offset: int, width: int):
-        """A ctypes integer at the register, checked once and cached until close()."""
-        cell = self._cells.get((offset, width))
-        if cell is None:
-            i, off = self._locate(offset, width, width)
-            cell = _CTYPES[width].from_address(ctypes.addressof(self._bases[i]) + off)
-            if len(self._cells) >= ACCESS_CACHE_MAX:
-                self._cells.clear()
-            self._cells[(offset, width)] = cell
-        return cell
-
     def read(self, offset: int, width: int = 4) -> int:
         """One load of exactly ``width`` bytes."""
-        cell = self._cells.get((offset, width))
-        return (cell if cell is not None else self._cell(offset, width)).value
+        fast = self._fast.get(width)
+        if fast is not None:
+            i = offset - fast[1]
+            if i >= 0 and not i % width:
+                try:
+                    return fast[0][i // width]
+                except IndexError:
+                    pass  # past area 0: another area, or past the end (the slow path says)
+        i, off = self._locate(offset, width, width)
+        return self.view(width, i)[off // width]
 
     def write(self, offset: int, value: int, width: int = 4) -> None:
         """One store of exactly ``width`` bytes."""
-        if not 0 <= value < (1 << (8 * width)):
-            raise RegionAccessError(f"value {value:#x} does not fit in {width} bytes",
-                                    hint=f"use a value below {1 << (8 * width):#x}")
-        self._cell(offset, width).value = value
+        fast = self._fast.get(width)
+        if fast is not None:
+            i = offset - fast[1]
+            if i >= 0 and not i % width:
+                try:
+                    fast[0][i // width] = value
+                    return
+                except IndexError:
+                    pass
+                except (ValueError, TypeError):  # the view refuses the value: say why
+                    raise value_error(value, width) from None
+        i, off = self._locate(offset, width, width)
+        if not (isinstance(value, int) and 0 <= value < (1 << (8 * width))):
+            raise value_error(value, width)
+        self.view(width, i)[off // width] = value
 
     def view(self, width: int = 4, area: int = 0) -> memoryview:
         """A typed view of one mmapped area for hot loops: ``view[i]`` is one load or store of
@@ -672,19 +741,27 @@ class MappedRegion:
         i, off = self._locate(offset, length, None)
         return self.areas[i][1][off: off + length]
 
+    def readinto(self, buf, offset: int = 0) -> int:
+        """Copy into the writable buffer ``buf`` from ``offset`` (one memcpy, no allocation);
+        returns the number of bytes copied, len(buf)."""
+        dst = writable_bytes(buf)
+        n = dst.nbytes
+        i, off = self._locate(offset, n, None)
+        dst[:] = self.view(1, i)[off: off + n]
+        return n
+
     def write_bytes(self, offset: int, data: bytes) -> None:
         i, off = self._locate(offset, len(data), None)
         self.areas[i][1][off: off + len(data)] = data
 
     def close(self) -> None:
-        self._cells.clear()  # no cached address may outlive the mapping
+        self._fast = {}  # no view may be used past the mapping
         for v in self._views.values():
             try:
                 v.release()
             except BufferError:
                 pass  # a caller's slice of it still lives; the mapping dies with that
         self._views.clear()
-        self._bases.clear()
         for _, mm in reversed(self.areas):
             try:
                 mm.close()

@@ -23,33 +23,50 @@ from .errors import KernelError
 _sys_ioctl = fcntl.ioctl
 
 
+#: per argument type: the name of its size field (argsz/size), or None; filled on first use
+_SIZE_FIELD: dict[type, str | None] = {}
+_UNKNOWN = object()
+
+
+def _size_field(cls: type) -> str | None:
+    first = cls._fields_[0][0] if issubclass(cls, ctypes.Structure) else None
+    field = first if first in ("argsz", "size") else None
+    _SIZE_FIELD[cls] = field
+    return field
+
+
 def _fill_size(arg) -> None:
-    if isinstance(arg, ctypes.Structure):
-        first = arg._fields_[0][0]
-        if first in ("argsz", "size") and getattr(arg, first) == 0:
-            setattr(arg, first, ctypes.sizeof(arg))
-
-
-def _call(fd: int, request: int, arg) -> int:
-    if isinstance(arg, int):
-        return _sys_ioctl(fd, request, arg)
-    return _sys_ioctl(fd, request, arg, True)
+    field = _SIZE_FIELD.get(type(arg), _UNKNOWN)
+    if field is _UNKNOWN:
+        field = _size_field(type(arg))
+    if field is not None and not getattr(arg, field):
+        setattr(arg, field, ctypes.sizeof(arg))
 
 
 def try_ioctl(fd: int, request: int, arg=0, *, fill: bool = True) -> int:
     """Issue ``request``; its return value, or ``-errno`` if the kernel refused it."""
-    if fill:
-        _fill_size(arg)
     try:
-        return _call(fd, request, arg)
+        if type(arg) is int:
+            return _sys_ioctl(fd, request, arg)
+        if fill:
+            _fill_size(arg)
+        return _sys_ioctl(fd, request, arg, True)
     except OSError as exc:
         return -exc.errno
 
 
 def ioctl(fd: int, request: int, arg=0, *, op: str, path: str | None = None) -> int:
     """Issue ``request``; its return value, or KernelError(op, errno, path)."""
-    _fill_size(arg)
+    # the hot path of every map, unmap and register access: _fill_size inlined (a call costs
+    # as much as the rest), one type test, one dict lookup
     try:
-        return _call(fd, request, arg)
+        if type(arg) is int:
+            return _sys_ioctl(fd, request, arg)
+        field = _SIZE_FIELD.get(type(arg), _UNKNOWN)
+        if field is _UNKNOWN:
+            field = _size_field(type(arg))
+        if field is not None and not getattr(arg, field):
+            setattr(arg, field, ctypes.sizeof(arg))
+        return _sys_ioctl(fd, request, arg, True)
     except OSError as exc:
         raise KernelError(op, exc.errno, path) from None

@@ -12,6 +12,8 @@ from .ioctl import ioctl
 from .iova import PAGE_SIZE, DmaSpace, IovaRange, Mapping, buffer_address  # noqa: F401
 
 IOMMU_PATH = "/dev/iommu"
+_MAP_SIZE = ctypes.sizeof(uapi.iommu_ioas_map)
+_UNMAP_SIZE = ctypes.sizeof(uapi.iommu_ioas_unmap)
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,15 @@ class IOAS(DmaSpace):
         flags = uapi.IOMMU_IOAS_MAP_FIXED_IOVA
         flags |= uapi.IOMMU_IOAS_MAP_READABLE if readable else 0
         flags |= uapi.IOMMU_IOAS_MAP_WRITEABLE if writable else 0
-        arg = uapi.iommu_ioas_map(flags=flags, ioas_id=self.id, user_va=addr, length=length,
-                                  iova=iova)
-        self._ioctl(uapi.IOMMU_IOAS_MAP, arg, "IOMMU_IOAS_MAP")
+        fd = self.iommufd  # the hot path: the seam called directly, the size given
+        arg = uapi.iommu_ioas_map(size=_MAP_SIZE, flags=flags, ioas_id=self.id, user_va=addr,
+                                  length=length, iova=iova)
+        ioctl(fd.fd, uapi.IOMMU_IOAS_MAP, arg, op="IOMMU_IOAS_MAP", path=fd.path)
 
     def _unmap_ioctl(self, iova, length) -> int:
-        arg = uapi.iommu_ioas_unmap(ioas_id=self.id, iova=iova, length=length)
-        self._ioctl(uapi.IOMMU_IOAS_UNMAP, arg, "IOMMU_IOAS_UNMAP")
+        fd = self.iommufd
+        arg = uapi.iommu_ioas_unmap(size=_UNMAP_SIZE, ioas_id=self.id, iova=iova, length=length)
+        ioctl(fd.fd, uapi.IOMMU_IOAS_UNMAP, arg, op="IOMMU_IOAS_UNMAP", path=fd.path)
         return arg.length
 
     def _unmap_all_ioctl(self) -> int:

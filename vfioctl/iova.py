@@ -18,26 +18,50 @@ class IovaRange:
 
 
 PAGE_SIZE = _mmap.PAGESIZE
+_PAGE_MASK = PAGE_SIZE - 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Mapping:
+    """A mapping of a DMA space. Frozen; its ``__init__`` fills the instance dict directly (a
+    frozen dataclass's generated one goes through object.__setattr__ per field, which doubles
+    the cost of a 4 KiB map + unmap)."""
+
     iova: int
     length: int
     readable: bool
     writable: bool
 
+    def __init__(self, iova: int, length: int, readable: bool, writable: bool):
+        d = self.__dict__
+        d["iova"] = iova
+        d["length"] = length
+        d["readable"] = readable
+        d["writable"] = writable
+
+
+#: buffers whose buffer is always plain bytes: no view needed to learn their address and size
+_PLAIN_BUFFERS = (_mmap.mmap, bytearray)
+
 
 def buffer_address(buf) -> tuple[int, int, object]:
     """(address, length, keepalive) of a writable buffer-protocol object.
 
-    The keepalive is a ctypes view exporting the buffer: while it lives, a bytearray cannot be
+    The keepalive is a ctypes object exporting the buffer: while it lives, a bytearray cannot be
     resized nor an mmap closed under the IOMMU's feet.
     """
+    if type(buf) in _PLAIN_BUFFERS:  # the hot path: an mmap or a bytearray
+        try:
+            keep = ctypes.c_char.from_buffer(buf)  # holds an export of the whole buffer
+        except (TypeError, ValueError):  # read-only, closed or empty: the checks below say which
+            pass
+        else:
+            return ctypes.addressof(keep), len(buf), keep
     try:
         view = memoryview(buf)
-    except TypeError:
-        raise UsageError(f"cannot map a {type(buf).__name__}: it has no buffer",
+    except (TypeError, ValueError) as exc:
+        what = "a closed" if isinstance(exc, ValueError) else "a"
+        raise UsageError(f"cannot map {what} {type(buf).__name__}: it has no buffer",
                          hint="pass a bytearray, mmap or writable memoryview") from None
     if view.readonly:
         raise UsageError(f"cannot map a read-only {type(buf).__name__}",
@@ -98,16 +122,16 @@ class DmaSpace:
         return iova
 
     def map(self, buf, iova: int | None = None, *, readable: bool = True, writable: bool = True,
-            limit: int | None = None) -> Mapping:
+            limit: int | None = None, align: int | None = None) -> Mapping:
         """Map a writable buffer at ``iova`` (or one chosen inside the usable ranges, below
-        ``limit``). ``readable``/``writable`` are the device's rights. Note: intel-iommu (VT-d)
+        ``limit``, aligned to ``align``). ``readable``/``writable`` are the device's rights. Note: intel-iommu (VT-d)
         maps every present page readable on Linux 6.12 (``__domain_mapping`` sets
         DMA_FL_PTE_PRESENT, which is the READ bit), so there a write-only mapping can still be
         read by the device; 7.x enforces it. A read-only mapping is enforced on both.
         """
         addr, length, keep = buffer_address(buf)
         try:
-            if addr % PAGE_SIZE or length % PAGE_SIZE:
+            if (addr | length) & _PAGE_MASK:
                 raise UsageError(
                     f"buffer at {addr:#x} of {length:#x} bytes is not page aligned "
                     f"({PAGE_SIZE:#x})",
@@ -116,8 +140,8 @@ class DmaSpace:
                 raise UsageError("a mapping must be readable or writable by the device",
                                  hint="pass readable=True and/or writable=True")
             if iova is None:
-                iova = self.allocate_iova(length, limit=limit)
-            elif iova % PAGE_SIZE or iova < 0:
+                iova = self.allocate_iova(length, limit=limit, align=align)
+            elif iova & _PAGE_MASK or iova < 0:
                 raise UsageError(f"IOVA {iova:#x} is not page aligned ({PAGE_SIZE:#x})",
                                  hint=f"use a multiple of {PAGE_SIZE:#x}")
             self._map_ioctl(addr, iova, length, readable, writable)
@@ -125,19 +149,23 @@ class DmaSpace:
             del keep  # release the buffer export now, so that the caller may close its mmap
             raise
         m = Mapping(iova, length, readable, writable)
-        self._maps[m.iova] = (m, keep)
+        self._maps[iova] = (m, keep)
         return m
 
     def unmap(self, iova: int, length: int | None = None) -> int:
         """Unmap what was mapped at ``iova``; returns the number of bytes unmapped."""
+        maps = self._maps
         if length is None:
-            if iova not in self._maps:
+            if iova not in maps:
                 raise UsageError(f"nothing is mapped at IOVA {iova:#x}",
                                  hint="pass the IOVA a map() returned, or an explicit length")
-            length = self._maps[iova][0].length
+            length = maps[iova][0].length
+            done = self._unmap_ioctl(iova, length)
+            del maps[iova]  # exactly one mapping: what map() recorded at this IOVA
+            return done
         done = self._unmap_ioctl(iova, length)
-        for k in [k for k, (m, _) in self._maps.items() if iova <= m.iova < iova + length]:
-            del self._maps[k]
+        for k in [k for k, (m, _) in maps.items() if iova <= m.iova < iova + length]:
+            del maps[k]
         return done
 
     def unmap_all(self) -> int:

@@ -5,12 +5,13 @@ import errno
 import mmap as _mmap
 from dataclasses import dataclass
 
+from . import memory
 from .backend import IommuBackend, choose_mode, make_backend
 from .container import Container
 from .device import Device, Region, uuid_bytes
 from .errors import EnvironmentProblem, KernelError, UsageError, VfTokenRefused, errno_name
 from .iommufd import IOMMU_PATH, IOAS, IommuFD
-from .iova import PAGE_SIZE, DmaSpace, Mapping
+from .iova import DmaSpace, Mapping
 from .pci import PciDevice, require_vfio_pci, resolve
 
 
@@ -22,6 +23,8 @@ class DmaBuffer:
     size: int
     mem: _mmap.mmap
     mapping: Mapping
+    #: the page kind (None: 4 KiB pages, "thp", "2M", "1G"; see vfioctl.memory)
+    hugepages: str | None = None
 
     @property
     def view(self) -> memoryview:
@@ -204,19 +207,21 @@ class Session:
         self.device.reset()
 
     def dma_alloc(self, size: int, *, iova: int | None = None, readable: bool = True,
-                  writable: bool = True, limit: int | None = None) -> DmaBuffer:
-        """A zeroed, page-aligned buffer mapped for the device (at ``iova`` or a free one below
-        ``limit``, e.g. a device's DMA mask). Unmapped and freed when the session closes."""
-        if size <= 0:
-            raise UsageError(f"DMA size {size} is not positive", hint="ask for at least 1 byte")
-        length = -(-size // PAGE_SIZE) * PAGE_SIZE
-        mem = _mmap.mmap(-1, length, _mmap.MAP_SHARED | _mmap.MAP_ANONYMOUS)
+                  writable: bool = True, limit: int | None = None,
+                  hugepages: str | None = None) -> DmaBuffer:
+        """A zeroed buffer mapped for the device (at ``iova`` or a free one below ``limit``,
+        e.g. a device's DMA mask). ``hugepages``: None (4 KiB pages), "thp" (transparent huge
+        pages, advised), "2M" or "1G" (hugetlb pages from the host's reserved pool); the size
+        is rounded up to the page size and a chosen IOVA is aligned to it. Unmapped and freed
+        when the session closes."""
+        mem = memory.alloc(size, hugepages)
         try:
-            m = self.dma.map(mem, iova, readable=readable, writable=writable, limit=limit)
+            m = self.dma.map(mem, iova, readable=readable, writable=writable, limit=limit,
+                             align=memory.page_size(hugepages))
         except BaseException:
             mem.close()  # map() released its export of mem before raising
             raise
-        buf = DmaBuffer(m.iova, length, mem, m)
+        buf = DmaBuffer(m.iova, len(mem), mem, m, hugepages)
         self._dma.append(buf)
         return buf
 

@@ -346,27 +346,40 @@ def test_region_and_irq_indexes_are_range_checked_before_ctypes(bad):
             irq_index(bad)
 
 
-def test_register_check_caches_stay_bounded_over_a_sweep():
-    """A 4-byte sweep of a 1 MiB region keeps at most ACCESS_CACHE_MAX remembered accesses,
-    and every access is still checked (the faked seam answers the preads)."""
-    from vfioctl.device import ACCESS_CACHE_MAX, Region
+def test_a_register_sweep_costs_no_memory_and_every_access_is_checked(tmp_path):
+    """A 4-byte sweep of a 1 MiB region through Region.read (preads of a file standing in for
+    the device fd) and MappedRegion.read (an mmap of it) allocates nothing that stays:
+    tracemalloc's peak growth stays under 64 KiB; accesses past the end, misaligned or of a bad
+    width are still refused."""
+    import tracemalloc
+
+    from vfioctl.device import MappedRegion, Region
     from vfioctl.errors import RegionAccessError
 
-    class Dev:
-        path = "/dev/vfio/devices/vfio0"
-        _fd = 0
+    size = 1 << 20
+    path = tmp_path / "bar"
+    path.write_bytes(bytes(range(256)) * (size // 256))
+    fd = os.open(path, os.O_RDWR)
 
-        @property
-        def fd(self):
-            return 0
-
-    reg = Region(Dev(), RegionInfo(0, 7, 1 << 20, 0))
-    reg._pread = lambda offset, length: b"\0" * length
-    for off in range(0, 1 << 20, 4):
-        reg.read(off)
-    assert len(reg._valid["read"]) <= ACCESS_CACHE_MAX
-    with pytest.raises(RegionAccessError):
-        reg.read(1 << 20)  # still checked past the end
+    dev = type("Dev", (), {"path": str(path), "_fd": fd, "fd": fd})()
+    try:
+        reg = Region(dev, RegionInfo(0, 7 | 8, size, 0))  # read, write, mmap
+        m = MappedRegion(reg)
+        assert reg.read(0x104) == m.read(0x104) == 0x07060504
+        for acc in (reg, m):
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            for off in range(0, size, 4):
+                acc.read(off)
+            grown = tracemalloc.get_traced_memory()[1] - base
+            tracemalloc.stop()
+            assert grown < 64 << 10, (acc, grown)
+            for off, width in ((size, 4), (size - 2, 4), (2, 4), (0, 3), (-4, 4)):
+                with pytest.raises(RegionAccessError):
+                    acc.read(off, width)
+        m.close()
+    finally:
+        os.close(fd)
 
 
 def test_a_failing_eventfd_does_not_leak_the_earlier_ones(monkeypatch):

@@ -2,6 +2,7 @@
 (and nvme/e1000e), in every IOMMU mode the booted kernel offers (the ``mode`` fixture)."""
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
@@ -115,6 +116,75 @@ def test_dma_ram_to_device_to_ram_arrives_intact(edu_s):
     e.dma(src.iova, EDU_BUF, N, to_ram=False)
     e.dma(EDU_BUF, dst.iova, N, to_ram=True)
     assert dst.read(0, N) == pattern[:N]
+
+
+def _smaps_entry(addr: int) -> dict[str, str]:
+    """The /proc/self/smaps fields of the mapping that starts at ``addr``."""
+    out, inside = {}, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            inside = int(head.split("-")[0], 16) == addr
+        elif inside:
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+    return out
+
+
+@pytest.fixture
+def hugetlb_pool():
+    """Two free 2 MiB hugetlb pages while the test runs."""
+    nr = Path("/proc/sys/vm/nr_hugepages")
+    was = nr.read_text()
+    nr.write_text("2")
+    try:
+        yield
+    finally:
+        nr.write_text(was)
+
+
+@pytest.mark.parametrize("kind", [None, "thp", "2M"])
+def test_hugepage_buffers_map_dma_and_unmap(edu_s, kind, hugetlb_pool):
+    """The kernel's vfio_dma_mapping_test's three kinds: each buffer is backed by what it says
+    (smaps after the map pinned it), edu copies through it, and unmapping returns it."""
+    s, e = edu_s
+    buf = s.dma_alloc(2 << 20, limit=MASK28, hugepages=kind)
+    page = 4096 if kind is None else 2 << 20  # a chosen IOVA is aligned to the page size
+    assert buf.size == 2 << 20 and buf.hugepages == kind and buf.iova % page == 0
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf.mem))
+    smaps = _smaps_entry(addr)
+    if kind == "2M":
+        assert smaps["KernelPageSize"] == "2048 kB", smaps
+        assert Path("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").read_text() \
+            == "1\n"
+    elif kind == "thp":
+        assert smaps["AnonHugePages"] == "2048 kB", smaps  # the pin faulted in one THP
+    else:
+        assert smaps["KernelPageSize"] == "4 kB" and smaps["AnonHugePages"] == "0 kB", smaps
+    pattern = os.urandom(N)
+    buf.write(pattern, 0x1000)
+    e.dma(buf.iova + 0x1000, EDU_BUF, N, to_ram=False)
+    e.dma(EDU_BUF, buf.iova + 0x100000, N, to_ram=True)
+    assert buf.read(0x100000, N) == pattern
+    s.dma_free(buf)
+    assert buf.iova not in {m.iova for m in s.dma.mappings}
+    if kind == "2M":  # the page went back to the pool
+        assert Path("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").read_text() \
+            == "2\n"
+
+
+def test_hugepage_errors_name_the_pool(edu_s):
+    s, _e = edu_s
+    with pytest.raises(vfioctl.VfioctlError) as err:  # the pool is empty (nr_hugepages 0)
+        s.dma_alloc(4 << 20, hugepages="2M")
+    assert "not enough free 2M hugetlb pages for 4 MiB (2 needed, 0 free)" in str(err.value)
+    assert "nr_hugepages" in err.value.hint
+    with pytest.raises(vfioctl.VfioctlError) as err:  # QEMU's CPU model has no 1 GiB pages
+        s.dma_alloc(1 << 30, hugepages="1G")
+    assert "has no 1G hugetlb pages" in str(err.value), err.value
+    with pytest.raises(UsageError, match="unknown hugepages kind"):
+        s.dma_alloc(4096, hugepages="4M")
+    assert s.dma.mappings == []
 
 
 def test_dma_to_unmapped_iova_changes_nothing_and_faults(edu_s):
