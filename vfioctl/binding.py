@@ -21,7 +21,8 @@ from pathlib import Path
 
 from .pci import member_blocks_vfio
 from .errors import BindingError, EnvironmentProblem, Refused, UsageError, VfioctlError
-from .pci import PciDevice, block_devices, net_interfaces
+from .pci import (PciDevice, block_devices, drm_nodes, framebuffers, is_boot_vga,
+                  net_interfaces, node_users, usb_devices)
 
 VFIO_DRIVER = "vfio-pci"
 STATE_DIR = Path(os.environ.get("VFIOCTL_STATE_DIR", "/run/vfioctl"))
@@ -255,9 +256,20 @@ def wait_for_cdev(dev: PciDevice, timeout: float, progress: Progress) -> str:
 
 # --- checks --------------------------------------------------------------------------------------
 def in_use_reasons(dev: PciDevice) -> list[str]:
+    """Why the host is using ``dev``, each naming the user and the way out; empty if unused.
+    Bind refuses a device with reasons unless forced (the reasons say what forcing costs)."""
     reasons = []
     for nif in net_interfaces(dev):
-        if nif.up:
+        what = []
+        if nif.addresses:
+            what.append("carries " + ", ".join(nif.addresses))
+        if nif.routes:
+            what.append("routes " + ", ".join(nif.routes))
+        if what:
+            reasons.append(f"network interface {nif.name} " + " and ".join(what)
+                           + f" (remove them and take it down: `ip addr flush dev {nif.name}; "
+                             f"ip link set {nif.name} down`)")
+        elif nif.up:
             reasons.append(f"network interface {nif.name} is up "
                            f"(take it down: `ip link set {nif.name} down`)")
     for blk in block_devices(dev):
@@ -265,13 +277,30 @@ def in_use_reasons(dev: PciDevice) -> list[str]:
             reasons.append(f"block device {blk.name} is mounted on {', '.join(blk.mountpoints)} "
                            f"(unmount it)")
         if blk.holders:
-            reasons.append(f"block device {blk.name} is held by {', '.join(blk.holders)}")
+            on = (f", mounted on {', '.join(blk.stacked_mounts)}" if blk.stacked_mounts else "")
+            reasons.append(f"block device {blk.name} is held by {', '.join(blk.holders)}{on}")
         if blk.swap:
             reasons.append(f"block device {blk.name} is in use as swap (swapoff /dev/{blk.name})")
         if blk.busy and not (blk.mountpoints or blk.holders or blk.swap):
             reasons.append(f"block device {blk.name} is held: the kernel refuses an exclusive "
                            "open (a filesystem, volume or program has it; `fuser -v "
                            f"/dev/{blk.name}` or `lsblk /dev/{blk.name}` shows who)")
+    if is_boot_vga(dev):
+        reasons.append("it is the boot display (boot_vga): the console and the firmware's "
+                       "screen are on it")
+    fbs = framebuffers(dev)
+    if fbs:
+        reasons.append(f"framebuffer {', '.join(fbs)} is registered on it (the console may be "
+                       "on it)")
+    drm = drm_nodes(dev)
+    clients = node_users([f"{dev.devfs}/dri/{n}" for n in drm]) if drm else []
+    if clients:
+        reasons.append(f"its DRM nodes ({', '.join(drm)}) are open by {', '.join(clients)} "
+                       "(a display server or compute job)")
+    usb = usb_devices(dev)
+    if usb:
+        reasons.append(f"it is a USB host controller with devices attached: {', '.join(usb)} "
+                       "(a keyboard or disk on it goes with it)")
     return reasons
 
 
@@ -316,7 +345,8 @@ def plan(devices: list[PciDevice], *, group: bool, force: bool) -> list[PciDevic
                           "restoring the PF recreates them)", path=str(d.path),
                           hint="stop using the VFs, or force the bind", fix="force")
     for d in targets:  # never, whatever is forced: the machine's own root filesystem
-        roots = [b.name for b in block_devices(d) if "/" in b.mountpoints]
+        roots = [b.name for b in block_devices(d)
+                 if "/" in b.mountpoints or "/" in b.stacked_mounts]
         if roots:
             raise Refused(f"{d.bdf} holds the root filesystem (/ on {roots[0]}): it is never "
                           "taken", path=str(d.path),
@@ -455,7 +485,49 @@ def return_to(d: PciDevice, driver: str | None) -> bool:
     return changed
 
 
-def _restore_one(d: PciDevice, driver: str | None, records: dict, state: State) -> bool:
+def vfio_users(d: PciDevice) -> list[str]:
+    """The processes that have ``d``'s VFIO nodes open (its cdev, its group): unbinding it from
+    vfio-pci blocks in the kernel until they close them."""
+    if d.driver != VFIO_DRIVER:
+        return []
+    nodes = [n for n in (d.cdev_path,) if n is not None]
+    if d.iommu_group is not None:
+        nodes.append(d.devfs / "vfio" / str(d.iommu_group))
+    return node_users(nodes) if nodes else []
+
+
+def wait_released(d: PciDevice, timeout: float, progress: Progress) -> None:
+    """Wait (at most ``timeout`` s, Ctrl-C ends it) until no process has ``d``'s VFIO nodes
+    open; BindingError naming them if they still do. Unbinding a device that is open blocks in
+    the kernel with no way out, so vfioctl never writes the unbind while one is."""
+    deadline = time.monotonic() + timeout
+    told = 0.0
+    while True:
+        users = vfio_users(d)
+        if not users:
+            return
+        me = f"(pid {os.getpid()})"
+        if any(u.endswith(me) for u in users):
+            raise BindingError(f"{d.bdf} is open in this process: unbinding it would wait for "
+                               "this process itself", path=str(d.path),
+                               hint="close the session (and any other fd of the device) first")
+        now = time.monotonic()
+        if now > deadline:
+            raise BindingError(f"{d.bdf} is still open by {', '.join(users)} after "
+                               f"{timeout:.0f} s: unbinding it would block until they close it",
+                               path=str(d.path),
+                               hint="end or close those programs, then run this again; the "
+                                    "device stays on vfio-pci and its record is kept")
+        if now - told >= 2.0:
+            progress(f"{d.bdf}: waiting for {', '.join(users)} to close it...")
+            told = now
+        time.sleep(0.1)
+
+
+def _restore_one(d: PciDevice, driver: str | None, records: dict, state: State,
+                 timeout: float = 10.0, progress: Progress = _quiet) -> bool:
+    if driver != VFIO_DRIVER:
+        wait_released(d, timeout, progress)
     changed = return_to(d, driver)
     numvfs = (records.get(d.bdf) or {}).get("sriov_numvfs") or 0
     if numvfs and not d.sriov_numvfs:
@@ -489,8 +561,9 @@ def wait_for_vfs(pf: PciDevice, count: int, timeout: float) -> None:
 
 
 def unbind(devices: list[PciDevice], *, driver: str | None = None, progress: Progress = _quiet,
-           state: State | None = None) -> list[UnbindResult]:
-    """Return each device to ``driver`` or its recorded original driver. Idempotent."""
+           state: State | None = None, timeout: float = 10.0) -> list[UnbindResult]:
+    """Return each device to ``driver`` or its recorded original driver. Idempotent. A device
+    some process still has open is waited for up to ``timeout`` s, then refused naming it."""
     state = state or State()
     require_root("unbind")
     if driver is not None and devices and not driver_exists(devices[0], driver):
@@ -515,14 +588,15 @@ def unbind(devices: list[PciDevice], *, driver: str | None = None, progress: Pro
                 out.append(UnbindResult(d.bdf, d.driver, False))
                 continue
             progress(f"{d.bdf}: {d.driver or '(no driver)'} -> {target or '(no driver)'}")
-            changed = _restore_one(d, target, records, state)
+            changed = _restore_one(d, target, records, state, timeout, progress)
             out.append(UnbindResult(d.bdf, d.driver, changed))
     return out
 
 
 def restore(progress: Progress = _quiet, state: State | None = None,
-            sysfs: Path | None = None) -> list[UnbindResult]:
-    """Return every device in the state file to its original driver. Idempotent."""
+            sysfs: Path | None = None, timeout: float = 10.0) -> list[UnbindResult]:
+    """Return every device in the state file to its original driver. Idempotent. A device some
+    process still has open is waited for up to ``timeout`` s, then refused naming it."""
     from .pci import SYSFS
 
     state = state or State()
@@ -538,7 +612,8 @@ def restore(progress: Progress = _quiet, state: State | None = None,
                 state.save(records)
                 continue
             progress(f"{bdf}: {d.driver or '(no driver)'} -> {rec['original_driver'] or '(no driver)'}")
-            changed = _restore_one(d, rec["original_driver"], records, state)
+            changed = _restore_one(d, rec["original_driver"], records, state, timeout,
+                                   progress)
             out.append(UnbindResult(bdf, d.driver, changed))
     return out
 

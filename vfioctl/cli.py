@@ -500,12 +500,17 @@ def bind(devices, group, force, dry_run, timeout, as_json):
 @command(main)
 @click.argument("devices", nargs=-1, required=True)
 @click.option("--driver", metavar="NAME", help="bind to this driver instead of the recorded one")
+@click.option("--timeout", default=10.0, show_default=True,
+              help="seconds to wait for programs that have a device open to close it")
 @json_option
-def unbind(devices, driver, as_json):
-    """Return DEVICES to their original driver (or --driver NAME). Idempotent."""
+def unbind(devices, driver, timeout, as_json):
+    """Return DEVICES to their original driver (or --driver NAME). Idempotent. A device that a
+    program still has open is waited for (--timeout), then refused naming the program: the
+    kernel's unbind would block until it closes the device."""
     from . import binding
 
-    results = binding.unbind(_devices(devices), driver=driver, progress=_progress(False))
+    results = binding.unbind(_devices(devices), driver=driver, progress=_progress(False),
+                             timeout=timeout)
     _print_unbound(results, as_json)
 
 
@@ -550,12 +555,15 @@ def sriov(pf, numvfs, autoprobe, as_json):
 
 
 @command(main)
+@click.option("--timeout", default=10.0, show_default=True,
+              help="seconds to wait for programs that have a device open to close it")
 @json_option
-def restore(as_json):
-    """Return every device vfioctl bound (per /run/vfioctl/state.json) to its original driver."""
+def restore(timeout, as_json):
+    """Return every device vfioctl bound (per /run/vfioctl/state.json) to its original driver
+    (a device a program still has open: as unbind)."""
     from . import binding
 
-    _print_unbound(binding.restore(progress=_progress(False)), as_json)
+    _print_unbound(binding.restore(progress=_progress(False), timeout=timeout), as_json)
 
 
 @command(main, "setup-permissions")

@@ -277,6 +277,10 @@ def require_cdev(dev: PciDevice) -> Path:
 class NetInterface:
     name: str
     up: bool
+    #: IPv4 and non-link-local IPv6 addresses it carries
+    addresses: tuple[str, ...] = ()
+    #: routes through it ("default", "10.0.0.0/24", "2001:db8::/64"), link-local ones left out
+    routes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -288,20 +292,94 @@ class BlockDevice:
     swap: bool
     #: the kernel refuses an exclusive open (EBUSY): held, whatever holds it
     busy: bool = False
+    #: mount points of what is stacked on it (dm/md/LVM volumes, and theirs in turn)
+    stacked_mounts: tuple[str, ...] = ()
 
 
 IFF_UP = 0x1
 
 
-def net_interfaces(dev: PciDevice) -> list[NetInterface]:
+def net_interfaces(dev: PciDevice, proc: Path = Path("/proc")) -> list[NetInterface]:
     out = []
     try:
         names = sorted(os.listdir(dev.path / "net"))
     except OSError:
         return out
+    routes = _routes(proc)
     for n in names:
         flags = _read(dev.sysfs / "class/net" / n / "flags") or "0"
-        out.append(NetInterface(n, bool(int(flags, 16) & IFF_UP)))
+        out.append(NetInterface(n, bool(int(flags, 16) & IFF_UP),
+                                tuple(_ipv4_address(n) + _ipv6_addresses(proc, n)),
+                                tuple(routes.get(n, ()))))
+    return out
+
+
+SIOCGIFADDR = 0x8915
+
+
+def _ipv4_address(name: str) -> list[str]:
+    """The interface's (primary) IPv4 address, if it has one."""
+    import fcntl
+    import socket
+    import struct
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            res = fcntl.ioctl(sock.fileno(), SIOCGIFADDR,
+                              struct.pack("16s16x", name.encode()[:15]))
+    except OSError:  # EADDRNOTAVAIL: none; or no IPv4 in this kernel
+        return []
+    return [socket.inet_ntoa(res[20:24])]
+
+
+def _ipv6_addresses(proc: Path, name: str) -> list[str]:
+    import ipaddress
+
+    out = []
+    try:
+        lines = (proc / "net/if_inet6").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        f = line.split()
+        if len(f) == 6 and f[5] == name and int(f[3], 16) != 0x20:  # 0x20: link-local scope
+            out.append(f"{ipaddress.IPv6Address(bytes.fromhex(f[0]))}/{int(f[2], 16)}")
+    return out
+
+
+def _routes(proc: Path) -> dict[str, list[str]]:
+    """Routes by interface, from /proc/net/route and /proc/net/ipv6_route (as dpdk-devbind, an
+    interface with a route is one the host uses)."""
+    import ipaddress
+    import socket
+    import struct
+
+    out: dict[str, list[str]] = {}
+    try:
+        for line in (proc / "net/route").read_text().splitlines()[1:]:
+            f = line.split()
+            if len(f) >= 8:
+                dest, mask = int(f[1], 16), int(f[7], 16)
+                plen = bin(mask).count("1")
+                text = "default" if plen == 0 else \
+                    f"{socket.inet_ntoa(struct.pack('<I', dest))}/{plen}"
+                out.setdefault(f[0], []).append(text)
+    except OSError:
+        pass
+    try:
+        for line in (proc / "net/ipv6_route").read_text().splitlines():
+            f = line.split()
+            if len(f) != 10:
+                continue
+            dest = ipaddress.IPv6Address(bytes.fromhex(f[0]))
+            if dest.is_link_local or dest.is_multicast or f[9] == "lo":
+                continue
+            plen = int(f[1], 16)
+            if plen == 128:  # the host's own addresses (local table)
+                continue
+            out.setdefault(f[9], []).append("default (IPv6)" if plen == 0 else f"{dest}/{plen}")
+    except OSError:
+        pass
     return out
 
 
@@ -332,6 +410,29 @@ def exclusive_busy(node: Path) -> bool:
         return exc.errno == errno.EBUSY
     os.close(fd)
     return False
+
+
+def stacked_mounts(cls: Path, name: str, mounts: dict[str, list[str]],
+                   seen: set[str] | None = None) -> tuple[str, ...]:
+    """Mount points of every block device stacked on ``name`` (its holders, recursively: an
+    LVM volume on a dm-crypt on a partition), and of their swap or mounts by name."""
+    seen = set() if seen is None else seen
+    out: list[str] = []
+    try:
+        holders = sorted(os.listdir(cls / name / "holders"))
+    except OSError:
+        return ()
+    for h in holders:
+        if h in seen:
+            continue
+        seen.add(h)
+        majmin = _read(cls / h / "dev") or ""
+        out += mounts.get(majmin, []) + mounts.get("name:" + h, [])
+        dm = _read(cls / h / "dm/name")
+        if dm:
+            out += mounts.get("name:" + dm, [])  # /dev/mapper/NAME in mountinfo
+        out += stacked_mounts(cls, h, mounts, seen)
+    return tuple(dict.fromkeys(out))
 
 
 def holder_names(cls: Path, holders: tuple[str, ...]) -> tuple[str, ...]:
@@ -390,5 +491,78 @@ def block_devices(dev: PciDevice, proc: Path = Path("/proc")) -> list[BlockDevic
             holders = ()
         where = tuple(dict.fromkeys(mounts.get(majmin, []) + mounts.get("name:" + n, [])))
         out.append(BlockDevice(n, majmin, where, holders, n in swaps,
-                               exclusive_busy(dev.devfs / n)))
+                               exclusive_busy(dev.devfs / n), stacked_mounts(cls, n, mounts)))
+    return out
+
+
+def node_users(nodes, proc: Path = Path("/proc")) -> list[str]:
+    """``comm (pid N)`` of each process that has one of the device ``nodes`` open (what `fuser`
+    shows; this process too); processes not ours to look into are not seen."""
+    targets = {str(n) for n in nodes}
+    out = []
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return out
+    for pid in pids:
+        try:
+            fds = os.listdir(proc / pid / "fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(proc / pid / "fd" / fd)
+            except OSError:
+                continue
+            if link in targets:
+                out.append(f"{_read(proc / pid / 'comm') or '?'} (pid {pid})")
+                break
+    return out
+
+
+def drm_nodes(dev: PciDevice) -> list[str]:
+    """The DRM nodes a GPU driver made for the device (card0, renderD128)."""
+    try:
+        return sorted(os.listdir(dev.path / "drm"))
+    except OSError:
+        return []
+
+
+def framebuffers(dev: PciDevice) -> list[str]:
+    """The framebuffers registered on the device (fb0: where the console may be)."""
+    try:
+        return sorted(n for n in os.listdir(dev.path / "graphics") if n.startswith("fb"))
+    except OSError:
+        return []
+
+
+def is_boot_vga(dev: PciDevice) -> bool:
+    return _read(dev.path / "boot_vga") == "1"
+
+
+_USB_DEVICE = re.compile(r"\d+-[\d.]+")
+
+
+def usb_devices(dev: PciDevice) -> list[str]:
+    """``1-1 (QEMU USB Keyboard)``: the USB devices attached below a host controller's root
+    hubs (hubs' children too)."""
+    out = []
+
+    def walk(d: Path) -> None:
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            return
+        for n in names:
+            if _USB_DEVICE.fullmatch(n) and (d / n).is_dir():
+                product = _read(d / n / "product")
+                out.append(f"{n} ({product})" if product else n)
+                walk(d / n)
+
+    try:
+        hubs = sorted(n for n in os.listdir(dev.path) if re.fullmatch(r"usb\d+", n))
+    except OSError:
+        return out
+    for hub in hubs:
+        walk(dev.path / hub)
     return out

@@ -129,6 +129,70 @@ def test_plan_refuses_group_members_on_host_drivers(tmp_path):
     assert sorted(d.bdf for d in got) == ["0000:00:1f.2", "0000:00:1f.3"]
 
 
+def test_plan_refuses_a_display_the_host_uses_naming_what_uses_it(tmp_path):
+    """A GPU: the boot display, a framebuffer (the console), an open DRM node (its process is
+    named: here this one). Forcing binds it: the reasons said what it costs."""
+    from vfioctl.binding import in_use_reasons, plan
+    from vfioctl.errors import Refused
+    from vfioctl.pci import PciDevice
+    gpu = _fake_pci(tmp_path / "sys", "0000:00:02.0", 0x030000, driver="i915")
+    (gpu.path / "boot_vga").write_text("1\n")
+    (gpu.path / "graphics/fb0").mkdir(parents=True)
+    (gpu.path / "drm/card0").mkdir(parents=True)
+    gpu = PciDevice(gpu.bdf, tmp_path / "sys", tmp_path / "dev")
+    (tmp_path / "dev/dri").mkdir(parents=True)
+    (tmp_path / "dev/dri/card0").write_text("")
+    with open(tmp_path / "dev/dri/card0") as client:  # noqa: F841 (held open: a DRM client)
+        reasons = " | ".join(in_use_reasons(gpu))
+        with pytest.raises(Refused) as exc:
+            plan([gpu], group=False, force=False)
+    assert "boot display" in reasons and "framebuffer fb0" in reasons
+    assert "DRM nodes (card0) are open by " in reasons and f"(pid {os.getpid()})" in reasons
+    assert exc.value.fix == "force" and "boot display" in str(exc.value)
+    assert [d.bdf for d in plan([gpu], group=False, force=True)] == [gpu.bdf]
+
+
+def test_plan_refuses_a_usb_controller_with_devices_naming_them(tmp_path):
+    from vfioctl.binding import plan
+    from vfioctl.errors import Refused
+    xhci = _fake_pci(tmp_path, "0000:00:14.0", 0x0C0330, driver="xhci_hcd")
+    kbd = xhci.path / "usb1/1-1"
+    (kbd / "1-1:1.0").mkdir(parents=True)  # an interface, not a device
+    (kbd / "product").write_text("QEMU USB Keyboard\n")
+    (kbd / "1-1.2").mkdir()
+    (kbd / "1-1.2/product").write_text("Flash Disk\n")
+    (xhci.path / "usb2").mkdir()  # an empty root hub
+    with pytest.raises(Refused) as exc:
+        plan([xhci], group=False, force=False)
+    assert ("USB host controller with devices attached: 1-1 (QEMU USB Keyboard), "
+            "1-1.2 (Flash Disk)") in str(exc.value)
+    (kbd / "1-1.2/product").unlink()
+    for d in ((kbd / "1-1.2"), (kbd / "1-1:1.0"), kbd):
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+    assert [d.bdf for d in plan([xhci], group=False, force=False)] == [xhci.bdf]
+
+
+def test_routes_and_addresses_are_read_per_interface(tmp_path):
+    from vfioctl.pci import _ipv6_addresses, _routes
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net/route").write_text(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        "eth0\t00000000\t0102000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+        "eth0\t0009090A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n")
+    (tmp_path / "net/ipv6_route").write_text(
+        "fe800000000000000000000000000000 40 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth1\n"
+        "20010db8000000000000000000000000 40 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth1\n")
+    (tmp_path / "net/if_inet6").write_text(
+        "fe800000000000000000000000000001 02 40 20 80 eth1\n"
+        "20010db8000000000000000000000001 02 40 00 80 eth1\n")
+    assert _routes(tmp_path) == {"eth0": ["default", "10.9.9.0/24"], "eth1": ["2001:db8::/64"]}
+    assert _ipv6_addresses(tmp_path, "eth1") == ["2001:db8::1/64"]
+
+
 def test_plan_refuses_bridges_and_allows_pcieport(tmp_path):
     from vfioctl.binding import plan
     from vfioctl.errors import Refused

@@ -88,6 +88,25 @@ def test_e1000e_interface_up_is_refused_then_force_binds():
         STATE.unlink(missing_ok=True)
 
 
+def test_an_interface_with_an_address_is_refused_naming_the_address_and_route():
+    """As dpdk-devbind: an interface that carries an address or a route is the host's; the
+    refusal names both (the connected route the kernel adds for the address)."""
+    bdf = find_pci(E1000E)
+    assert driver_of(bdf) == "e1000e"
+    nif = netdev_of(bdf)
+    subprocess.run(["ip", "addr", "add", "10.9.9.1/24", "dev", nif], check=True)
+    subprocess.run(["ip", "link", "set", nif, "up"], check=True)
+    try:
+        rc, out, err = run_cli("bind", bdf)
+        assert rc == 2 and "Traceback" not in err, (out, err)
+        assert f"network interface {nif} carries 10.9.9.1" in err, err
+        assert "routes 10.9.9.0/24" in err and "--force" in err, err
+        assert driver_of(bdf) == "e1000e"
+    finally:
+        subprocess.run(["ip", "addr", "flush", "dev", nif], check=True)
+        subprocess.run(["ip", "link", "set", nif, "down"], check=True)
+
+
 def test_ich9_group_member_is_refused_naming_the_members():
     sata, smbus, lpc = find_pci(ICH9_SATA), find_pci(ICH9_SMBUS), find_pci(ICH9_LPC)
     assert driver_of(smbus) == "i801_smbus"

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from vmhelpers import E1000E, NVME, driver_of, find_pci, group_of, run_cli, sysfs_bind
+from vmhelpers import (E1000E, IVSHMEM, NVME, driver_of, find_all, find_pci, group_of,
+                       run_cli, sysfs_bind)
 
 import vfioctl
 from vfioctl.errors import KernelError, UsageError
@@ -444,6 +445,28 @@ def test_hot_reset_behind_a_bridge(mode):
             assert s.device.config.read(0x04, 2) & 0x4
         rc, out, err = run_cli("reset", "--hot", bdf, "--iommu-mode", mode)
         assert rc == 0 and "hot reset" in out, err
+    finally:
+        sysfs_bind(bdf, None)
+
+
+def test_hot_reset_is_seen_in_the_device(mode):
+    """ivshmem behind the second root port: its reset clears IntrMask (BAR0 0x0, read/write);
+    set, read back, hot reset, and it reads 0, while the BAR2 memory (not the device's state)
+    keeps what was written."""
+    INTRMASK = 0x0
+    behind = [d for d in find_all(IVSHMEM) if not d.startswith("0000:00:")]
+    assert behind, "no ivshmem behind a root port"
+    bdf = behind[0]
+    sysfs_bind(bdf, "vfio-pci")
+    try:
+        with vfioctl.open(bdf, iommu_mode=mode) as s:
+            bar0, bar2 = s.region("bar0"), s.region("bar2")
+            bar0.write(INTRMASK, 0xFFFFFFFF)
+            bar2.write(0x100, 0x600DF00D)
+            assert bar0.read(INTRMASK) == 0xFFFFFFFF
+            assert s.hot_reset() == [bdf]
+            assert bar0.read(INTRMASK) == 0, "IntrMask survived the hot reset"
+            assert bar2.read(0x100) == 0x600DF00D
     finally:
         sysfs_bind(bdf, None)
 

@@ -139,3 +139,114 @@ def test_a_bind_of_several_devices_is_all_or_nothing(nvme):
     assert driver_of(edu) is None and driver_of(nvme) == "nvme"
     assert state() == {}
     assert_home(nvme)
+
+
+# --- a device some program has open; Ctrl-C at the waits ------------------------------------------
+def holder_of(bdf: str):
+    """A child process that has ``bdf``'s VFIO node open (the cdev, or the group node on a
+    kernel without cdevs), until it is killed."""
+    import subprocess
+    import sys
+
+    from vfioctl.binding import vfio_node
+    from vfioctl.pci import PciDevice
+
+    node = vfio_node(PciDevice(bdf))
+    assert node is not None
+    p = subprocess.Popen([sys.executable, "-c", "import os, sys, time\n"
+                          f"fd = os.open({str(node)!r}, os.O_RDWR)\n"
+                          "print('open', flush=True)\ntime.sleep(600)\n"],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "open\n"
+    return p
+
+
+def cli_process(*args):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "vfioctl", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def holds_lock(pid: int) -> bool:
+    """Whether process ``pid`` has vfioctl's lock file open (it is inside state.locked())."""
+    from vfioctl.binding import State
+
+    lock = str(State().root / "lock")
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == lock:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def test_unbind_of_a_device_a_program_has_open_waits_then_names_it(nvme):
+    """The kernel's unbind would block until the program closes the device: vfioctl waits
+    (--timeout), then refuses naming the program; the device stays on vfio-pci with its record;
+    once the program is gone the unbind goes through."""
+    assert run_cli("bind", nvme)[0] == 0
+    holder = holder_of(nvme)
+    try:
+        t = time.monotonic()
+        rc, out, err = run_cli("unbind", nvme, "--timeout", "2")
+        assert rc == 2 and "Traceback" not in err, (rc, out, err)
+        assert "is still open by python" in err and f"(pid {holder.pid}) after 2 s" in err, err
+        assert time.monotonic() - t >= 2
+        assert driver_of(nvme) == "vfio-pci" and nvme in state()
+    finally:
+        holder.kill()
+        holder.wait()
+    rc, out, err = run_cli("unbind", nvme)
+    assert rc == 0, err
+    assert_home(nvme)
+
+
+def test_ctrl_c_while_unbind_waits_for_a_holder_leaves_the_device_bound_and_recorded(nvme):
+    assert run_cli("bind", nvme)[0] == 0
+    holder = holder_of(nvme)
+    try:
+        cli = cli_process("unbind", nvme, "--timeout", "300")
+        wait_for(lambda: holds_lock(cli.pid), timeout=120, what="unbind inside the lock")
+        time.sleep(1)  # inside the holder wait
+        cli.send_signal(signal.SIGINT)
+        out, err = cli.communicate(timeout=60)
+        assert cli.returncode == 130, (out, err)
+        # one error and one hint (after the newline click ends the ^C line with)
+        assert err.strip().splitlines() == [
+            "error: interrupted", "hint: nothing was left half-done; run the command again"], err
+        assert driver_of(nvme) == "vfio-pci" and nvme in state()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_cli("unbind", nvme)[0] == 0
+    assert_home(nvme)
+
+
+def test_ctrl_c_while_bind_waits_for_the_lock_changes_nothing(nvme):
+    import fcntl
+
+    from vfioctl.binding import State
+
+    st = State()
+    st.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(st.root / "lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another vfioctl, busy
+    try:
+        cli = cli_process("bind", nvme)
+        wait_for(lambda: holds_lock(cli.pid), timeout=120, what="bind at the lock")
+        time.sleep(1)
+        cli.send_signal(signal.SIGINT)
+        out, err = cli.communicate(timeout=60)
+        assert cli.returncode == 130, (out, err)
+        assert err.strip().splitlines() == [
+            "error: interrupted", "hint: nothing was left half-done; run the command again"], err
+    finally:
+        os.close(fd)
+    assert_home(nvme)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
-from vmhelpers import STATE, driver_of, run_cli, wait_for
+from vmhelpers import STATE, XHCI, driver_of, find_pci, run_cli, wait_for
 
 
 
@@ -61,6 +62,44 @@ def test_a_device_mapper_volume_on_the_disk_is_named(disk):
     finally:
         # --retry: udev may still be probing the new dm device (EBUSY for a moment)
         subprocess.run(["dmsetup", "remove", "--retry", "vfioctl-test"], check=True)
+
+
+def test_a_filesystem_on_a_volume_on_the_disk_is_named_with_its_mount_point(disk, tmp_path):
+    """Layered: ext2 on a device-mapper volume on the disk. The disk's own mount check sees
+    nothing; the refusal names the volume and where it is mounted."""
+    bdf, node = disk
+    subprocess.run(["modprobe", "dm-mod"], capture_output=True)
+    sectors = int(open("/sys/block/nvme0n1/size").read())
+    subprocess.run(["dmsetup", "create", "vfioctl-layer", "--table",
+                    f"0 {sectors} linear {node} 0"], check=True, capture_output=True)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        # the volume's node as devtmpfs makes it (/dev/dm-N; no udev makes /dev/mapper links)
+        dm = wait_for(lambda: next((b.name for b in Path("/sys/block").iterdir()
+                                    if (b / "dm/name").exists()
+                                    and (b / "dm/name").read_text().strip() == "vfioctl-layer"),
+                                   None), what="the dm volume")
+        subprocess.run(["mount", "-t", "ext2", "-o", "ro", f"/dev/{dm}", str(mnt)], check=True)
+        try:
+            refused(bdf, "block device nvme0n1 is held by dm-", "(vfioctl-layer), mounted on "
+                    f"{mnt}")
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+    finally:
+        subprocess.run(["dmsetup", "remove", "--retry", "vfioctl-layer"], check=True)
+
+
+@pytest.mark.requires("usb")
+def test_a_usb_controller_with_a_keyboard_is_refused_naming_it():
+    xhci = find_pci(XHCI)
+    assert driver_of(xhci) == "xhci_hcd"
+    rc, out, err = run_cli("bind", xhci)
+    assert rc == 2 and "Traceback" not in err, (rc, out, err)
+    assert "USB host controller with devices attached" in err and "QEMU USB Keyboard" in err
+    assert "--force" in err
+    assert driver_of(xhci) == "xhci_hcd"
+    assert xhci not in (json.loads(STATE.read_text()) if STATE.exists() else {})
 
 
 def test_swap_on_the_disk_is_named(disk):

@@ -34,7 +34,8 @@ def state() -> dict:
 
 
 #: what a test may declare with @pytest.mark.requires(...)
-FEATURES = ("cdev", "legacy_container", "compat_container", "bind_token", "sriov")
+FEATURES = ("cdev", "legacy_container", "compat_container", "bind_token", "sriov", "usb")
+XHCI = "1b36:000d"
 
 
 def find_all(ids: str) -> list[str]:
@@ -200,6 +201,10 @@ def kernel_features() -> dict[str, bool]:
     if pf:
         total = SYS_PCI / "devices" / pf[0] / "sriov_totalvfs"
         have["sriov"] = total.exists() and int(total.read_text()) > 0
+    # usb: a kernel that drives the bed's xhci (and so sees the keyboard on it)
+    subprocess.run(["modprobe", "xhci_pci"], capture_output=True)
+    xhci = find_all(XHCI)
+    have["usb"] = bool(xhci) and driver_of(xhci[0]) == "xhci_hcd"
     return have
 
 
