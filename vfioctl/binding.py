@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ VFIO_DRIVER = "vfio-pci"
 STATE_DIR = Path(os.environ.get("VFIOCTL_STATE_DIR", "/run/vfioctl"))
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 def _quiet(_msg: str) -> None:
@@ -233,25 +235,41 @@ def vfio_node(dev: PciDevice) -> Path | None:
     return None
 
 
-def wait_for_cdev(dev: PciDevice, timeout: float, progress: Progress) -> str:
-    """Wait for what the kernel makes: the cdev, or (a kernel without cdevs) the group node."""
+def poll(step: Callable[[], T | None], timeout: float, *, interval: float,
+         waiting: Callable[[], str], expired: Callable[[], Exception],
+         progress: Progress, say_every: float = 1.0) -> T:
+    """Call ``step()`` until it returns something (returned) or ``timeout`` s pass (``expired()``
+    is raised), telling ``progress`` what it waits for every ``say_every`` s. Ctrl-C ends it
+    (KeyboardInterrupt): each wait of binding is bounded and interruptible."""
     deadline = time.monotonic() + timeout
     told = 0.0
     while True:
-        node = vfio_node(dev)
-        if node is not None:
-            return str(node)
+        got = step()
+        if got is not None:
+            return got
         now = time.monotonic()
         if now > deadline:
-            raise BindingError(f"{dev.bdf}: no VFIO node (/dev/vfio/devices/vfioN or "
-                               f"/dev/vfio/{dev.iommu_group}) appeared within {timeout:.0f} s",
-                               path=str(dev.path),
-                               hint="check that devtmpfs or udev creates the /dev/vfio nodes "
-                                    "(`vfioctl doctor` checks the set-up)")
-        if now - told >= 1.0:
-            progress(f"waiting for {dev.bdf}'s /dev/vfio node...")
+            raise expired()
+        if now - told >= say_every:
+            progress(waiting())
             told = now
-        time.sleep(0.02)
+        time.sleep(interval)
+
+
+def wait_for_cdev(dev: PciDevice, timeout: float, progress: Progress) -> str:
+    """Wait for what the kernel makes: the cdev, or (a kernel without cdevs) the group node."""
+    def step() -> str | None:
+        node = vfio_node(dev)
+        return str(node) if node is not None else None
+
+    return poll(step, timeout, interval=0.02, progress=progress,
+                waiting=lambda: f"waiting for {dev.bdf}'s /dev/vfio node...",
+                expired=lambda: BindingError(
+                    f"{dev.bdf}: no VFIO node (/dev/vfio/devices/vfioN or "
+                    f"/dev/vfio/{dev.iommu_group}) appeared within {timeout:.0f} s",
+                    path=str(dev.path),
+                    hint="check that devtmpfs or udev creates the /dev/vfio nodes "
+                         "(`vfioctl doctor` checks the set-up)"))
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -500,28 +518,24 @@ def wait_released(d: PciDevice, timeout: float, progress: Progress) -> None:
     """Wait (at most ``timeout`` s, Ctrl-C ends it) until no process has ``d``'s VFIO nodes
     open; BindingError naming them if they still do. Unbinding a device that is open blocks in
     the kernel with no way out, so vfioctl never writes the unbind while one is."""
-    deadline = time.monotonic() + timeout
-    told = 0.0
-    while True:
-        users = vfio_users(d)
-        if not users:
-            return
-        me = f"(pid {os.getpid()})"
+    users: list[str] = []
+    me = f"(pid {os.getpid()})"
+
+    def step() -> bool | None:
+        users[:] = vfio_users(d)
         if any(u.endswith(me) for u in users):
             raise BindingError(f"{d.bdf} is open in this process: unbinding it would wait for "
                                "this process itself", path=str(d.path),
                                hint="close the session (and any other fd of the device) first")
-        now = time.monotonic()
-        if now > deadline:
-            raise BindingError(f"{d.bdf} is still open by {', '.join(users)} after "
-                               f"{timeout:.0f} s: unbinding it would block until they close it",
-                               path=str(d.path),
-                               hint="end or close those programs, then run this again; the "
-                                    "device stays on vfio-pci and its record is kept")
-        if now - told >= 2.0:
-            progress(f"{d.bdf}: waiting for {', '.join(users)} to close it...")
-            told = now
-        time.sleep(0.1)
+        return True if not users else None
+
+    poll(step, timeout, interval=0.1, progress=progress, say_every=2.0,
+         waiting=lambda: f"{d.bdf}: waiting for {', '.join(users)} to close it...",
+         expired=lambda: BindingError(
+             f"{d.bdf} is still open by {', '.join(users)} after {timeout:.0f} s: unbinding "
+             "it would block until they close it", path=str(d.path),
+             hint="end or close those programs, then run this again; the device stays on "
+                  "vfio-pci and its record is kept"))
 
 
 def _restore_one(d: PciDevice, driver: str | None, records: dict, state: State,

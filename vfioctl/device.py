@@ -543,7 +543,7 @@ class Region:
         if not (width in _WIDTH_SET and self._readable and 0 <= offset <= self._size - width
                 and not offset % width):
             self._check_register(offset, width, "read")
-        try:
+        try:  # _pread inlined: under TCG a call costs as much as these checks
             data = os.pread(self.device._fd, width, self._base + offset)
         except OSError as exc:
             raise self._io_error("pread", offset, exc) from None
