@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from . import uapi
 from .errors import EnvironmentProblem, KernelError, UsageError
 from .fd import FdOwner, open_node
-from .ioctl import ioctl
+from .ioctl import ioctl, ioctl_filled
 from .iova import DmaSpace, IovaRange, parse_caps
 
 CONTAINER_PATH = "/dev/vfio/vfio"
 _MAP_SIZE = ctypes.sizeof(uapi.vfio_iommu_type1_dma_map)
 _UNMAP_SIZE = ctypes.sizeof(uapi.vfio_iommu_type1_dma_unmap)
+_DMA_R, _DMA_W = uapi.VFIO_DMA_MAP_FLAG_READ, uapi.VFIO_DMA_MAP_FLAG_WRITE
+_MAP_DMA, _UNMAP_DMA = uapi.VFIO_IOMMU_MAP_DMA, uapi.VFIO_IOMMU_UNMAP_DMA
 
 #: VFIO_SET_IOMMU types by the names the kernel's selftests give the modes
 IOMMU_TYPES = {"type1": uapi.VFIO_TYPE1_IOMMU, "type1v2": uapi.VFIO_TYPE1v2_IOMMU}
@@ -139,17 +141,32 @@ class Container(FdOwner, DmaSpace):
         return ranges, info.min_page
 
     def _map_ioctl(self, addr, iova, length, readable, writable) -> None:
-        flags = (uapi.VFIO_DMA_MAP_FLAG_READ if readable else 0) | (
-            uapi.VFIO_DMA_MAP_FLAG_WRITE if writable else 0)
-        arg = uapi.vfio_iommu_type1_dma_map(argsz=_MAP_SIZE, flags=flags, vaddr=addr, iova=iova,
-                                            size=length)
-        ioctl(self.fd, uapi.VFIO_IOMMU_MAP_DMA, arg, op="VFIO_IOMMU_MAP_DMA", path=self.path)
+        # the hot path, as IOAS's: reused structs (one per caller at a time), the seam direct
+        try:
+            arg = self._map_args.pop()
+        except IndexError:
+            arg = uapi.vfio_iommu_type1_dma_map(argsz=_MAP_SIZE)
+        arg.flags = (_DMA_R if readable else 0) | (_DMA_W if writable else 0)
+        arg.vaddr = addr
+        arg.iova = iova
+        arg.size = length
+        try:
+            ioctl_filled(self.fd, _MAP_DMA, arg, "VFIO_IOMMU_MAP_DMA", self.path)
+        finally:
+            self._map_args.append(arg)
 
     def _unmap_ioctl(self, iova, length) -> int:
-        arg = uapi.vfio_iommu_type1_dma_unmap(argsz=_UNMAP_SIZE, iova=iova, size=length)
-        ioctl(self.fd, uapi.VFIO_IOMMU_UNMAP_DMA, arg, op="VFIO_IOMMU_UNMAP_DMA",
-              path=self.path)
-        return arg.size
+        try:
+            arg = self._unmap_args.pop()
+        except IndexError:
+            arg = uapi.vfio_iommu_type1_dma_unmap(argsz=_UNMAP_SIZE)
+        arg.iova = iova
+        arg.size = length
+        try:
+            ioctl_filled(self.fd, _UNMAP_DMA, arg, "VFIO_IOMMU_UNMAP_DMA", self.path)
+            return arg.size
+        finally:
+            self._unmap_args.append(arg)
 
     def _unmap_all_ioctl(self) -> int:
         """What this container object mapped, one by one (a container shared by two sessions of

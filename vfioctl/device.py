@@ -476,7 +476,9 @@ def check_access(info: RegionInfo, offset: int, length: int, width: int | None =
                                 hint=f"use an offset that is a multiple of {width}")
 
 
-_WIDTH_SET = frozenset(WIDTHS)
+#: looked up once (module globals are cheaper than os.pread / int.from_bytes per access)
+_pread = os.pread
+_from_bytes = int.from_bytes
 
 
 def value_error(value, width: int) -> RegionAccessError:
@@ -513,9 +515,11 @@ class Region:
         self.info = info
         self._maps: list[MappedRegion] = []
         self._base = info.offset
-        self._size = info.size
-        self._readable = info.readable
-        self._writable = info.writable
+        # width -> the last offset a register access of that width may start at; empty where
+        # the region does not allow the direction (the fast path's one lookup)
+        lims = {w: info.size - w for w in WIDTHS}
+        self._rlim = lims if info.readable else {}
+        self._wlim = dict(lims) if info.writable else {}
 
     @property
     def name(self) -> str:
@@ -540,21 +544,27 @@ class Region:
 
     def read(self, offset: int, width: int = 4) -> int:
         """One pread of exactly ``width`` bytes at ``offset``."""
-        if not (width in _WIDTH_SET and self._readable and 0 <= offset <= self._size - width
-                and not offset % width):
+        try:
+            lim = self._rlim[width]
+        except (KeyError, TypeError):  # a bad width, or the region is not readable
+            lim = -1
+        if not (0 <= offset <= lim and not offset % width):
             self._check_register(offset, width, "read")
         try:  # _pread inlined: under TCG a call costs as much as these checks
-            data = os.pread(self.device._fd, width, self._base + offset)
+            data = _pread(self.device._fd, width, self._base + offset)
         except OSError as exc:
             raise self._io_error("pread", offset, exc) from None
         if len(data) != width:
             raise self._short("pread", offset, len(data), width)
-        return int.from_bytes(data, "little")
+        return _from_bytes(data, "little")
 
     def write(self, offset: int, value: int, width: int = 4) -> None:
         """One pwrite of exactly ``width`` bytes at ``offset``."""
-        if not (width in _WIDTH_SET and self._writable and 0 <= offset <= self._size - width
-                and not offset % width):
+        try:
+            lim = self._wlim[width]
+        except (KeyError, TypeError):
+            lim = -1
+        if not (0 <= offset <= lim and not offset % width):
             self._check_register(offset, width, "write")
         try:
             data = value.to_bytes(width, "little")

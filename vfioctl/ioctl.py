@@ -70,3 +70,13 @@ def ioctl(fd: int, request: int, arg=0, *, op: str, path: str | None = None) -> 
         return _sys_ioctl(fd, request, arg, True)
     except OSError as exc:
         raise KernelError(op, exc.errno, path) from None
+
+
+def ioctl_filled(fd: int, request: int, arg, op: str, path: str | None) -> int:
+    """``ioctl()`` for a struct whose size field the caller has filled, arguments by position:
+    the hot path of DMA map and unmap, where the checks of ``ioctl()`` cost as much as the rest
+    of the call."""
+    try:
+        return _sys_ioctl(fd, request, arg, True)
+    except OSError as exc:
+        raise KernelError(op, exc.errno, path) from None

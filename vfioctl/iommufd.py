@@ -8,12 +8,17 @@ from dataclasses import dataclass
 from . import uapi
 from .errors import KernelError
 from .fd import FdOwner, open_node
-from .ioctl import ioctl
+from .ioctl import ioctl, ioctl_filled
 from .iova import PAGE_SIZE, DmaSpace, IovaRange, Mapping, buffer_address  # noqa: F401
 
 IOMMU_PATH = "/dev/iommu"
 _MAP_SIZE = ctypes.sizeof(uapi.iommu_ioas_map)
 _UNMAP_SIZE = ctypes.sizeof(uapi.iommu_ioas_unmap)
+_MAP_FIXED = uapi.IOMMU_IOAS_MAP_FIXED_IOVA
+_MAP_R = uapi.IOMMU_IOAS_MAP_READABLE
+_MAP_W = uapi.IOMMU_IOAS_MAP_WRITEABLE
+_IOAS_MAP = uapi.IOMMU_IOAS_MAP
+_IOAS_UNMAP = uapi.IOMMU_IOAS_UNMAP
 
 
 @dataclass(frozen=True)
@@ -52,19 +57,35 @@ class IOAS(DmaSpace):
         return out, arg.out_iova_alignment
 
     def _map_ioctl(self, addr, iova, length, readable, writable) -> None:
-        flags = uapi.IOMMU_IOAS_MAP_FIXED_IOVA
-        flags |= uapi.IOMMU_IOAS_MAP_READABLE if readable else 0
-        flags |= uapi.IOMMU_IOAS_MAP_WRITEABLE if writable else 0
-        fd = self.iommufd  # the hot path: the seam called directly, the size given
-        arg = uapi.iommu_ioas_map(size=_MAP_SIZE, flags=flags, ioas_id=self.id, user_va=addr,
-                                  length=length, iova=iova)
-        ioctl(fd.fd, uapi.IOMMU_IOAS_MAP, arg, op="IOMMU_IOAS_MAP", path=fd.path)
+        # the hot path: one struct per direction reused (taken from a list, so that two threads
+        # never share one), the seam called directly
+        try:
+            arg = self._map_args.pop()
+        except IndexError:
+            arg = uapi.iommu_ioas_map(size=_MAP_SIZE, ioas_id=self.id)
+        arg.flags = (_MAP_FIXED | (_MAP_R if readable else 0) | (_MAP_W if writable else 0))
+        arg.user_va = addr
+        arg.length = length
+        arg.iova = iova
+        fd = self.iommufd
+        try:
+            ioctl_filled(fd.fd, _IOAS_MAP, arg, "IOMMU_IOAS_MAP", fd.path)
+        finally:
+            self._map_args.append(arg)
 
     def _unmap_ioctl(self, iova, length) -> int:
+        try:
+            arg = self._unmap_args.pop()
+        except IndexError:
+            arg = uapi.iommu_ioas_unmap(size=_UNMAP_SIZE, ioas_id=self.id)
+        arg.iova = iova
+        arg.length = length
         fd = self.iommufd
-        arg = uapi.iommu_ioas_unmap(size=_UNMAP_SIZE, ioas_id=self.id, iova=iova, length=length)
-        ioctl(fd.fd, uapi.IOMMU_IOAS_UNMAP, arg, op="IOMMU_IOAS_UNMAP", path=fd.path)
-        return arg.length
+        try:
+            ioctl_filled(fd.fd, _IOAS_UNMAP, arg, "IOMMU_IOAS_UNMAP", fd.path)
+            return arg.length
+        finally:
+            self._unmap_args.append(arg)
 
     def _unmap_all_ioctl(self) -> int:
         """IOMMU_IOAS_UNMAP of the whole IOVA space (iova 0, length UINT64_MAX)."""
@@ -144,10 +165,14 @@ class IommuFD(FdOwner):
         if ioas in self._ioases:
             self._ioases.remove(ioas)
 
-    def _teardown(self) -> None:
-        for ioas in reversed(list(self._ioases)):
-            try:
-                ioas.close()
-            except Exception:
-                pass  # the fd closing releases it all anyway
-        self._ioases.clear()
+    def close(self) -> None:
+        """Close the fd: the kernel destroys every object of it and unpins every mapping
+        (iommufd_fops_release), so no ioctl goes first; the IOASes then forget their mappings
+        and release the buffers they kept exported."""
+        ioases = list(self._ioases)
+        try:
+            super().close()
+        finally:
+            for ioas in reversed(ioases):
+                ioas.close()  # sees the fd closed: bookkeeping only
+            self._ioases.clear()

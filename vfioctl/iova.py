@@ -89,6 +89,10 @@ class DmaSpace:
 
     def __init__(self):
         self._maps: dict[int, tuple[Mapping, object]] = {}
+        #: spare ioctl argument structs of the subclass's map/unmap: a caller pops one (so two
+        #: threads never share one) and puts it back; building one costs more than the ioctl
+        self._map_args: list = []
+        self._unmap_args: list = []
 
     # what a subclass supplies
     def iova_ranges(self) -> tuple[list[IovaRange], int]:

@@ -6,6 +6,7 @@ or a cdev path (``/dev/vfio/devices/vfio0``). Reads only; binding.py writes.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -60,8 +61,9 @@ class PciDevice:
     sysfs: Path = SYSFS
     devfs: Path = DEVFS
 
-    @property
+    @functools.cached_property
     def path(self) -> Path:
+        """The device's sysfs directory (made once: a session open asks for it often)."""
         return self.sysfs / "bus/pci/devices" / self.bdf
 
     def exists(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -582,3 +583,24 @@ def test_an_nvme_multipath_head_is_found_by_the_kernels_naming(tmp_path):
     (proc / "swaps").write_text("Filename Type Size Used Priority\n")
     found = {b.name: b for b in block_devices(pci, proc)}
     assert "nvme0n1" in found and found["nvme0n1"].mountpoints == ("/mnt",)
+
+
+def test_import_vfioctl_loads_only_what_is_used():
+    """`import vfioctl` loads none of the library (names resolve on first use); opening a
+    device (vfioctl.open, the session, both backends) loads neither pyudev (discovery's) nor
+    click (the CLI's); the CLI module itself does not load pyudev until a command needs it."""
+    import subprocess
+    import sys
+    code = ("import sys\nimport {mod}\n{use}\n"
+            "print(' '.join(sorted(m for m in ('pyudev', 'click', 'ctypes', 'vfioctl.session')"
+            " if m in sys.modules)))")
+    root = str(Path(__file__).resolve().parents[2])
+
+    def loaded(mod: str, use: str = "") -> str:
+        p = subprocess.run([sys.executable, "-c", code.format(mod=mod, use=use)], cwd=root,
+                           capture_output=True, text=True, check=True)
+        return p.stdout.strip()
+
+    assert loaded("vfioctl") == ""
+    assert loaded("vfioctl", "vfioctl.open") == "ctypes vfioctl.session"
+    assert loaded("vfioctl.cli") == "click"
