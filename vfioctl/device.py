@@ -478,6 +478,7 @@ def check_access(info: RegionInfo, offset: int, length: int, width: int | None =
 
 #: looked up once (module globals are cheaper than os.pread / int.from_bytes per access)
 _pread = os.pread
+_os_pwrite = os.pwrite
 _from_bytes = int.from_bytes
 
 
@@ -571,7 +572,7 @@ class Region:
         except (OverflowError, AttributeError):  # negative, too large, not an int
             raise value_error(value, width) from None
         try:
-            n = os.pwrite(self.device._fd, data, self._base + offset)
+            n = _os_pwrite(self.device._fd, data, self._base + offset)
         except OSError as exc:
             raise self._io_error("pwrite", offset, exc) from None
         if n != width:
