@@ -23,7 +23,7 @@ from pathlib import Path
 from .pci import member_blocks_vfio
 from .errors import BindingError, EnvironmentProblem, Refused, UsageError, VfioctlError
 from .pci import (PciDevice, block_devices, drm_nodes, framebuffers, is_boot_vga,
-                  net_interfaces, node_users, usb_devices)
+                  net_interfaces, node_users, usb_devices, vfio_device_users)
 
 VFIO_DRIVER = "vfio-pci"
 STATE_DIR = Path(os.environ.get("VFIOCTL_STATE_DIR", "/run/vfioctl"))
@@ -504,14 +504,11 @@ def return_to(d: PciDevice, driver: str | None) -> bool:
 
 
 def vfio_users(d: PciDevice) -> list[str]:
-    """The processes that have ``d``'s VFIO nodes open (its cdev, its group): unbinding it from
-    vfio-pci blocks in the kernel until they close them."""
+    """The processes that have ``d`` open through VFIO (its cdev, or a device fd from its
+    group): unbinding it from vfio-pci blocks in the kernel until they close it."""
     if d.driver != VFIO_DRIVER:
         return []
-    nodes = [n for n in (d.cdev_path,) if n is not None]
-    if d.iommu_group is not None:
-        nodes.append(d.devfs / "vfio" / str(d.iommu_group))
-    return node_users(nodes) if nodes else []
+    return vfio_device_users(d)
 
 
 def wait_released(d: PciDevice, timeout: float, progress: Progress) -> None:

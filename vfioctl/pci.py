@@ -522,6 +522,52 @@ def node_users(nodes, proc: Path = Path("/proc")) -> list[str]:
     return out
 
 
+def vfio_device_users(dev: PciDevice, proc: Path = Path("/proc")) -> list[str]:
+    """``comm (pid N)`` of each process that has ``dev`` open through VFIO (this one too):
+    its cdev node, or a device fd from its group. A device fd is an anonymous inode; Linux 6.18
+    and newer name its device in fdinfo (``vfio-device-syspath``), older kernels do not, and
+    there a device fd in a process that also has the device's group open counts. A group fd
+    alone does not hold the device (unbinding it does not wait for one)."""
+    cdev = dev.cdev_path
+    group = f"{dev.devfs}/vfio/{dev.iommu_group}" if dev.iommu_group is not None else None
+    out = []
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return out
+    for pid in pids:
+        fddir = proc / pid / "fd"
+        try:
+            fds = os.listdir(fddir)
+        except OSError:
+            continue
+        holds, has_group, anon = False, False, []
+        for fd in fds:
+            try:
+                link = os.readlink(fddir / fd)
+            except OSError:
+                continue
+            if cdev is not None and link == str(cdev):
+                holds = True
+            elif link == group:
+                has_group = True
+            elif link == "anon_inode:[vfio-device]":
+                anon.append(fd)
+        for fd in anon if not holds else ():
+            info = _read(proc / pid / "fdinfo" / fd) or ""
+            syspath = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
+                            if ln.startswith("vfio-device-syspath:")), None)
+            if syspath is not None:
+                holds = os.path.basename(syspath) == dev.bdf
+            else:
+                holds = has_group
+            if holds:
+                break
+        if holds:
+            out.append(f"{_read(proc / pid / 'comm') or '?'} (pid {pid})")
+    return out
+
+
 def drm_nodes(dev: PciDevice) -> list[str]:
     """The DRM nodes a GPU driver made for the device (card0, renderD128)."""
     try:

@@ -175,6 +175,39 @@ def test_plan_refuses_a_usb_controller_with_devices_naming_them(tmp_path):
     assert [d.bdf for d in plan([xhci], group=False, force=False)] == [xhci.bdf]
 
 
+def test_vfio_device_users_are_the_processes_that_hold_the_device(tmp_path):
+    """Who holds a device: its cdev open; a device fd whose fdinfo names it (Linux 6.18+);
+    on older kernels a device fd next to the device's group. Not: a group fd alone, a device
+    fd that fdinfo says is another device's."""
+    from vfioctl.pci import vfio_device_users
+    dev = _fake_pci(tmp_path / "sys", "0000:00:05.0", 0x020000, driver="vfio-pci", group=7)
+    (dev.path / "vfio-dev/vfio3").mkdir(parents=True)
+    from vfioctl.pci import PciDevice
+    dev = PciDevice(dev.bdf, tmp_path / "sys", tmp_path / "dev")
+    (tmp_path / "dev/vfio/devices").mkdir(parents=True)
+    (tmp_path / "dev/vfio/devices/vfio3").write_text("")
+    proc = tmp_path / "proc"
+    group = f"{tmp_path}/dev/vfio/7"
+    other = "/sys/devices/pci0000:00/0000:00:06.0"
+    procs = {  # pid: (comm, [(fd link, fdinfo syspath or None)])
+        "10": ("cdevuser", [(f"{tmp_path}/dev/vfio/devices/vfio3", None)]),
+        "11": ("newkernel", [("anon_inode:[vfio-device]", "/sys/devices/pci0000:00/0000:00:05.0")]),
+        "12": ("oldkernel", [(group, None), ("anon_inode:[vfio-device]", None)]),
+        "13": ("grouponly", [(group, None)]),
+        "14": ("otherdev", [(group, None), ("anon_inode:[vfio-device]", other)]),
+    }
+    for pid, (comm, fds) in procs.items():
+        (proc / pid / "fd").mkdir(parents=True)
+        (proc / pid / "fdinfo").mkdir()
+        (proc / pid / "comm").write_text(comm + "\n")
+        for n, (link, syspath) in enumerate(fds):
+            os.symlink(link, proc / pid / "fd" / str(n))
+            (proc / pid / "fdinfo" / str(n)).write_text(
+                "pos:\t0\n" + (f"vfio-device-syspath: {syspath}\n" if syspath else ""))
+    assert sorted(vfio_device_users(dev, proc)) == [
+        "cdevuser (pid 10)", "newkernel (pid 11)", "oldkernel (pid 12)"]
+
+
 def test_routes_and_addresses_are_read_per_interface(tmp_path):
     from vfioctl.pci import _ipv6_addresses, _routes
     (tmp_path / "net").mkdir()

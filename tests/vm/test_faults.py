@@ -143,21 +143,16 @@ def test_a_bind_of_several_devices_is_all_or_nothing(nvme):
 
 # --- a device some program has open; Ctrl-C at the waits ------------------------------------------
 def holder_of(bdf: str):
-    """A child process that has ``bdf``'s VFIO node open (the cdev, or the group node on a
-    kernel without cdevs), until it is killed."""
+    """A child process that has ``bdf`` open through vfioctl (the cdev with iommufd, or a
+    device fd from its group on a kernel without cdevs), until it is killed."""
     import subprocess
     import sys
 
-    from vfioctl.binding import vfio_node
-    from vfioctl.pci import PciDevice
-
-    node = vfio_node(PciDevice(bdf))
-    assert node is not None
-    p = subprocess.Popen([sys.executable, "-c", "import os, sys, time\n"
-                          f"fd = os.open({str(node)!r}, os.O_RDWR)\n"
-                          "print('open', flush=True)\ntime.sleep(600)\n"],
+    p = subprocess.Popen([sys.executable, "-c", "import sys, time, vfioctl\n"
+                          f"s = vfioctl.open({bdf!r})\n"
+                          "print('open', s.iommu_mode, flush=True)\ntime.sleep(600)\n"],
                          stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline() == "open\n"
+    assert p.stdout.readline().startswith("open "), "the holder could not open the device"
     return p
 
 

@@ -69,6 +69,11 @@ def sysfs_bind(bdf: str, driver: str | None) -> None:
         return
     (dev / "driver_override").write_text(driver or "\n")
     if driver_of(bdf) is not None:
+        if driver_of(bdf) == "vfio-pci":  # the kernel's unbind would wait for these forever
+            from vfioctl.binding import vfio_users
+            from vfioctl.pci import PciDevice
+            users = vfio_users(PciDevice(bdf))
+            assert not users, f"{bdf} is still open by {users}: a leaked fd (a test's own?)"
         (dev / "driver" / "unbind").write_text(bdf)
     if driver is not None:
         load_driver(driver)
