@@ -62,6 +62,38 @@ def driver_of(bdf: str) -> str | None:
     return os.path.basename(os.readlink(link)) if link.exists() else None
 
 
+def bounded_write(path: Path, value: str, what: str, timeout: float = 90.0) -> None:
+    """Write a sysfs attribute from a thread and fail naming what the kernel shows if the write
+    has not returned after ``timeout`` s (an unbind that waits for a device's users), instead of
+    hanging the whole suite without a word."""
+    import threading
+
+    err: list[BaseException] = []
+
+    def write():
+        try:
+            path.write_text(value)
+        except BaseException as exc:  # noqa: BLE001 -- handed to the caller
+            err.append(exc)
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()[-15:]
+        stuck = []
+        for task in Path("/proc").glob("[0-9]*/task/[0-9]*"):
+            try:
+                if task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "D":
+                    stuck.append(f"{task}: {task.joinpath('stack').read_text()!r}")
+            except OSError:
+                pass
+        raise AssertionError(f"{what} did not return in {timeout:.0f} s; tasks in D state: "
+                             f"{stuck}; kernel log: " + " | ".join(log))
+    if err:
+        raise err[0]
+
+
 def sysfs_bind(bdf: str, driver: str | None) -> None:
     """Move ``bdf`` to ``driver`` (None: no driver) through driver_override + drivers_probe."""
     dev = SYS_PCI / "devices" / bdf
@@ -74,10 +106,10 @@ def sysfs_bind(bdf: str, driver: str | None) -> None:
             from vfioctl.pci import PciDevice
             users = vfio_users(PciDevice(bdf))
             assert not users, f"{bdf} is still open by {users}: a leaked fd (a test's own?)"
-        (dev / "driver" / "unbind").write_text(bdf)
+        bounded_write(dev / "driver" / "unbind", bdf, f"unbind {bdf} from {driver_of(bdf)}")
     if driver is not None:
         load_driver(driver)
-        (SYS_PCI / "drivers_probe").write_text(bdf)
+        bounded_write(SYS_PCI / "drivers_probe", bdf, f"probe {bdf} with {driver}")
     (dev / "driver_override").write_text("\n")
     assert driver_of(bdf) == driver, f"{bdf} did not move to {driver}"
 
