@@ -128,10 +128,11 @@ class DmaSpace:
     def map(self, buf, iova: int | None = None, *, readable: bool = True, writable: bool = True,
             limit: int | None = None, align: int | None = None) -> Mapping:
         """Map a writable buffer at ``iova`` (or one chosen inside the usable ranges, below
-        ``limit``, aligned to ``align``). ``readable``/``writable`` are the device's rights. Note: intel-iommu (VT-d)
-        maps every present page readable on Linux 6.12 (``__domain_mapping`` sets
-        DMA_FL_PTE_PRESENT, which is the READ bit), so there a write-only mapping can still be
-        read by the device; 7.x enforces it. A read-only mapping is enforced on both.
+        ``limit``, aligned to ``align``). ``readable``/``writable`` are the device's rights.
+        Note: intel-iommu (VT-d) maps every present page readable on Linux 6.12
+        (``__domain_mapping`` sets DMA_FL_PTE_PRESENT, which is the READ bit), so there a
+        write-only mapping can still be read by the device; 7.x enforces it. A read-only mapping
+        is enforced on both.
         """
         addr, length, keep = buffer_address(buf)
         try:
