@@ -15,8 +15,12 @@ pytestmark = pytest.mark.requires("cdev")
 
 
 def netdev_of(bdf: str) -> str:
-    return wait_for(lambda: next(iter(os.listdir(f"/sys/bus/pci/devices/{bdf}/net")), None),
-                    what=f"{bdf}'s network interface")
+    """The interface's name once udev has renamed it (eth0 becomes enp0s14 a moment after the
+    driver registers it, which a test must not race)."""
+    wait_for(lambda: next(iter(os.listdir(f"/sys/bus/pci/devices/{bdf}/net")), None),
+             what=f"{bdf}'s network interface")
+    subprocess.run(["udevadm", "settle", "--timeout=30"], check=False)
+    return next(iter(os.listdir(f"/sys/bus/pci/devices/{bdf}/net")))
 
 
 def test_list_shows_drivers_groups_cdevs_and_viability(edu):
