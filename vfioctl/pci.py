@@ -497,29 +497,37 @@ def block_devices(dev: PciDevice, proc: Path = Path("/proc")) -> list[BlockDevic
     return out
 
 
+def _process_fds(proc: Path):
+    """(pid, [(fd, link target), ...]) of each process whose fds this user may look at."""
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return
+    for pid in pids:
+        fddir = proc / pid / "fd"
+        try:
+            fds = os.listdir(fddir)
+        except OSError:
+            continue
+        links = []
+        for fd in fds:
+            try:
+                links.append((fd, os.readlink(fddir / fd)))
+            except OSError:
+                continue
+        yield pid, links
+
+
+def _who(proc: Path, pid: str) -> str:
+    return f"{_read(proc / pid / 'comm') or '?'} (pid {pid})"
+
+
 def node_users(nodes, proc: Path = Path("/proc")) -> list[str]:
     """``comm (pid N)`` of each process that has one of the device ``nodes`` open (what `fuser`
     shows; this process too); processes not ours to look into are not seen."""
     targets = {str(n) for n in nodes}
-    out = []
-    try:
-        pids = [p for p in os.listdir(proc) if p.isdigit()]
-    except OSError:
-        return out
-    for pid in pids:
-        try:
-            fds = os.listdir(proc / pid / "fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                link = os.readlink(proc / pid / "fd" / fd)
-            except OSError:
-                continue
-            if link in targets:
-                out.append(f"{_read(proc / pid / 'comm') or '?'} (pid {pid})")
-                break
-    return out
+    return [_who(proc, pid) for pid, links in _process_fds(proc)
+            if any(link in targets for _fd, link in links)]
 
 
 def vfio_device_users(dev: PciDevice, proc: Path = Path("/proc")) -> list[str]:
@@ -528,43 +536,24 @@ def vfio_device_users(dev: PciDevice, proc: Path = Path("/proc")) -> list[str]:
     and newer name its device in fdinfo (``vfio-device-syspath``), older kernels do not, and
     there a device fd in a process that also has the device's group open counts. A group fd
     alone does not hold the device (unbinding it does not wait for one)."""
-    cdev = dev.cdev_path
+    cdev = str(dev.cdev_path) if dev.cdev_path is not None else None
     group = f"{dev.devfs}/vfio/{dev.iommu_group}" if dev.iommu_group is not None else None
     out = []
-    try:
-        pids = [p for p in os.listdir(proc) if p.isdigit()]
-    except OSError:
-        return out
-    for pid in pids:
-        fddir = proc / pid / "fd"
-        try:
-            fds = os.listdir(fddir)
-        except OSError:
-            continue
-        holds, has_group, anon = False, False, []
-        for fd in fds:
-            try:
-                link = os.readlink(fddir / fd)
-            except OSError:
+    for pid, links in _process_fds(proc):
+        targets = {link for _fd, link in links}
+        holds = cdev is not None and cdev in targets
+        has_group = group in targets
+        for fd, link in links if not holds else ():
+            if link != "anon_inode:[vfio-device]":
                 continue
-            if cdev is not None and link == str(cdev):
-                holds = True
-            elif link == group:
-                has_group = True
-            elif link == "anon_inode:[vfio-device]":
-                anon.append(fd)
-        for fd in anon if not holds else ():
             info = _read(proc / pid / "fdinfo" / fd) or ""
             syspath = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
                             if ln.startswith("vfio-device-syspath:")), None)
-            if syspath is not None:
-                holds = os.path.basename(syspath) == dev.bdf
-            else:
-                holds = has_group
+            holds = os.path.basename(syspath) == dev.bdf if syspath is not None else has_group
             if holds:
                 break
         if holds:
-            out.append(f"{_read(proc / pid / 'comm') or '?'} (pid {pid})")
+            out.append(_who(proc, pid))
     return out
 
 
