@@ -512,8 +512,8 @@ def vfio_users(d: PciDevice) -> list[str]:
 
 
 def wait_released(d: PciDevice, timeout: float, progress: Progress) -> None:
-    """Wait (at most ``timeout`` s, Ctrl-C ends it) until no process has ``d``'s VFIO nodes
-    open; BindingError naming them if they still do. Unbinding a device that is open blocks in
+    """Wait (at most ``timeout`` s, Ctrl-C ends it) until no process has ``d`` open through
+    VFIO; BindingError naming them if they still do. Unbinding a device that is open blocks in
     the kernel with no way out, so vfioctl never writes the unbind while one is."""
     users: list[str] = []
     me = f"(pid {os.getpid()})"

@@ -637,3 +637,56 @@ def test_import_vfioctl_loads_only_what_is_used():
     assert loaded("vfioctl") == ""
     assert loaded("vfioctl", "vfioctl.open") == "ctypes vfioctl.session"
     assert loaded("vfioctl.cli") == "click"
+
+
+def test_hugepage_buffer_errors_name_the_fix(tmp_path, monkeypatch):
+    """THP switched off or absent, a hugetlb size the kernel lacks, an unknown kind: each a
+    VfioctlError naming the file to change or the kinds there are (a fake /sys/kernel/mm)."""
+    from vfioctl import memory
+    from vfioctl.errors import EnvironmentProblem, UsageError
+    monkeypatch.setattr(memory, "SYS_MM", tmp_path)
+    with pytest.raises(EnvironmentProblem, match="not in this kernel"):
+        memory.alloc(1, "thp")
+    (tmp_path / "transparent_hugepage").mkdir()
+    (tmp_path / "transparent_hugepage/enabled").write_text("always madvise [never]\n")
+    with pytest.raises(EnvironmentProblem, match="transparent huge pages are disabled") as exc:
+        memory.alloc(1, "thp")
+    assert exc.value.path.endswith("transparent_hugepage/enabled") and "madvise" in exc.value.hint
+    with pytest.raises(EnvironmentProblem, match="this kernel has no 1G hugetlb pages"):
+        memory.alloc(1, "1G")
+    with pytest.raises(UsageError, match="unknown hugepages kind '4M'"):
+        memory.alloc(1, "4M")
+    with pytest.raises(UsageError, match="DMA size 0 is not positive"):
+        memory.alloc(0)
+    (tmp_path / "transparent_hugepage/enabled").write_text("always [madvise] never\n")
+    assert len(memory.alloc(1, "thp")) == 2 << 20 and len(memory.alloc(5000)) == 8192
+
+
+def test_register_value_and_readinto_errors(tmp_path):
+    """A value that does not fit the width or is not an integer, and readinto into a read-only
+    buffer: one RegionAccessError/UsageError naming the fix, through pread and through mmap."""
+    from vfioctl.device import MappedRegion, Region
+    from vfioctl.errors import RegionAccessError, UsageError
+    path = tmp_path / "bar"
+    path.write_bytes(bytes(8192))
+    fd = os.open(path, os.O_RDWR)
+    dev = type("Dev", (), {"path": str(path), "_fd": fd, "fd": fd})()
+    try:
+        reg = Region(dev, RegionInfo(0, 15, 8192, 0))
+        m = MappedRegion(reg)
+        for acc in (reg, m):
+            with pytest.raises(RegionAccessError, match="does not fit in 4 bytes") as exc:
+                acc.write(8, 1 << 32)
+            assert "0xffffffff" in exc.value.hint
+            with pytest.raises(RegionAccessError, match="does not fit in 2 bytes"):
+                acc.write(8, -1, 2)
+            with pytest.raises(RegionAccessError, match="is not an integer"):
+                acc.write(8, 1.5)
+            with pytest.raises(UsageError, match="cannot read into a read-only bytes"):
+                acc.readinto(b"1234", 0)
+            buf = bytearray(16)
+            assert acc.readinto(buf, 8) == 16
+        assert reg.read(8) == 0  # nothing was written by the refused writes
+        m.close()
+    finally:
+        os.close(fd)
