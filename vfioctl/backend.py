@@ -129,7 +129,9 @@ class IommuBackend:
         raise NotImplementedError
 
     def release_device(self, device: Device) -> None:
-        """Undo open_device (detach, close); safe for a device already closed."""
+        """Undo open_device; safe for a device already closed. Closing the fd is all of it in
+        every mode: IRQs and mmaps go first (Device.close), and closing a bound cdev detaches
+        and unbinds it in the kernel (vfio_df_unbind_iommufd), so no DETACH ioctl is needed."""
         device.close()
 
     def hot_reset_fds(self) -> list[int]:
@@ -172,11 +174,6 @@ class IommufdBackend(IommuBackend):
             dev.close()
             raise
         return dev
-
-    def release_device(self, device: Device) -> None:
-        # IRQs and mmaps, then the fd: closing a bound cdev detaches and unbinds it in the
-        # kernel (vfio_df_unbind_iommufd), so an explicit DETACH would only cost an ioctl
-        device.close()
 
     def describe(self) -> dict:
         return {"mode": self.mode, "iommufd": self.iommufd.path, "ioas": self.ioas.id}

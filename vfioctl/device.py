@@ -477,7 +477,7 @@ def check_access(info: RegionInfo, offset: int, length: int, width: int | None =
 
 
 #: looked up once (module globals are cheaper than os.pread / int.from_bytes per access)
-_pread = os.pread
+_os_pread = os.pread
 _os_pwrite = os.pwrite
 _from_bytes = int.from_bytes
 
@@ -552,7 +552,7 @@ class Region:
         if not (0 <= offset <= lim and not offset % width):
             self._check_register(offset, width, "read")
         try:  # _pread inlined: under TCG a call costs as much as these checks
-            data = _pread(self.device._fd, width, self._base + offset)
+            data = _os_pread(self.device._fd, width, self._base + offset)
         except OSError as exc:
             raise self._io_error("pread", offset, exc) from None
         if len(data) != width:

@@ -57,16 +57,10 @@ def try_ioctl(fd: int, request: int, arg=0, *, fill: bool = True) -> int:
 
 def ioctl(fd: int, request: int, arg=0, *, op: str, path: str | None = None) -> int:
     """Issue ``request``; its return value, or KernelError(op, errno, path)."""
-    # the hot path of every map, unmap and register access: _fill_size inlined (a call costs
-    # as much as the rest), one type test, one dict lookup
     try:
         if type(arg) is int:
             return _sys_ioctl(fd, request, arg)
-        field = _SIZE_FIELD.get(type(arg), _UNKNOWN)
-        if field is _UNKNOWN:
-            field = _size_field(type(arg))
-        if field is not None and not getattr(arg, field):
-            setattr(arg, field, ctypes.sizeof(arg))
+        _fill_size(arg)
         return _sys_ioctl(fd, request, arg, True)
     except OSError as exc:
         raise KernelError(op, exc.errno, path) from None
