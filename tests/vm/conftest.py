@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import hangwatch
 from vmhelpers import (EDU, IGB, IVSHMEM, NVME, STATE, FEATURES, driver_of, find_pci,
                        kernel_features, offered_modes, sysfs_bind)
 
@@ -79,6 +80,24 @@ def pytest_collection_modifyitems(config, items):
     workdir = os.environ.get("VFIOCTL_VM_WORKDIR")
     if workdir:
         Path(workdir, "features.json").write_text(json.dumps(_report, indent=1))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Each VM test runs under the watchdog (tests/vm/hangwatch.py): a hang fails it with the
+    kernel's and Python's stacks instead of eating the kernel's whole timeout."""
+    if not item.config.getoption("--vm", default=False):
+        yield
+        return
+    timer = hangwatch.arm(item.nodeid)
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def pytest_runtest_logreport(report):
+    hangwatch.record(report)
 
 
 def deselected_line(report: dict) -> str:

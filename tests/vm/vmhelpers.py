@@ -80,16 +80,12 @@ def bounded_write(path: Path, value: str, what: str, timeout: float = 90.0) -> N
     t.start()
     t.join(timeout)
     if t.is_alive():
-        log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()[-15:]
-        stuck = []
-        for task in Path("/proc").glob("[0-9]*/task/[0-9]*"):
-            try:
-                if task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "D":
-                    stuck.append(f"{task}: {task.joinpath('stack').read_text()!r}")
-            except OSError:
-                pass
-        raise AssertionError(f"{what} did not return in {timeout:.0f} s; tasks in D state: "
-                             f"{stuck}; kernel log: " + " | ".join(log))
+        from hangwatch import kernel_log, stuck_tasks
+
+        log = kernel_log().splitlines()[-15:]
+        raise AssertionError(f"{what} did not return in {timeout:.0f} s; kernel stacks of this "
+                             "process's threads and of tasks in D state:\n"
+                             + "\n".join(stuck_tasks()) + "\nkernel log: " + " | ".join(log))
     if err:
         raise err[0]
 
