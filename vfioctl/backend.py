@@ -19,6 +19,7 @@ every mode.
 """
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from .device import Device
 from .errors import EnvironmentProblem, KernelError, UsageError
 from .iommufd import IOMMU_PATH, IommuFD
 from .iova import DmaSpace
-from .kernel import KernelCaps, cdev_missing, kernel_caps
+from .kernel import KernelCaps, cdev_missing, container_kind, kernel_caps
 from .pci import PciDevice, describe_members, member_blocks_vfio, require_cdev
 
 MODES = ("iommufd", "iommufd_compat_type1", "iommufd_compat_type1v2", "vfio_type1_iommu",
@@ -88,10 +89,14 @@ def choose_mode(requested: str | None, pci: PciDevice, caps: KernelCaps | None =
     if requested != AUTO and requested not in MODES:
         raise UsageError(f"unknown IOMMU mode {requested!r}",
                          hint=f"use one of: {AUTO}, {', '.join(MODES)}")
-    if (caps is None and requested in (AUTO, "iommufd") and pci.vfio_dev_name is not None
-            and (pci.devfs / "iommu").exists()):
-        return "iommufd"  # a cdev and /dev/iommu: all the checks below would find (and cost
-        # a session open an extra open of /dev/vfio/vfio and a read of /proc/devices)
+    if caps is None:
+        # what a session open can settle with a look at the nodes it is about to open, without
+        # judging the whole kernel (a read of /proc/devices, /sys/class/iommu, the container):
+        # the answer the judgement below would give; anything else goes to it, which also
+        # says why a mode is not offered
+        fast = _quick_mode(requested, pci)
+        if fast is not None:
+            return fast
     caps = caps or kernel_caps(pci.sysfs, pci.devfs)
     support = {s.mode: s for s in mode_support(caps)}
     offered = [m for m in MODES if support[m].available]
@@ -115,6 +120,21 @@ def choose_mode(requested: str | None, pci: PciDevice, caps: KernelCaps | None =
             hint=("this host offers: " + ", ".join(offered)) if offered else
                  "this host offers no IOMMU mode for VFIO (load vfio-pci, turn the IOMMU on)")
     return requested
+
+
+def _quick_mode(requested: str, pci: PciDevice) -> str | None:
+    """``iommufd`` for a device with a cdev where /dev/iommu is there (auto or asked for); a
+    group mode asked for, or auto's pick without a cdev, when the container node answers as
+    that mode's kind; None where it takes the whole judgement to say."""
+    if requested in (AUTO, "iommufd"):
+        if pci.vfio_dev_name is not None and os.path.exists(f"{pci.devfs_dir}/iommu"):
+            return "iommufd"
+        if requested == "iommufd":
+            return None
+    kind = container_kind(f"{pci.devfs_dir}/vfio/vfio")
+    if requested == AUTO:
+        return {"legacy": "vfio_type1v2_iommu", "iommufd": "iommufd_compat_type1v2"}.get(kind)
+    return requested if _GROUP_MODES[requested][0] == kind else None
 
 
 class IommuBackend:
@@ -165,8 +185,18 @@ class IommufdBackend(IommuBackend):
         self.dma = self.ioas
 
     def open_device(self, pci: PciDevice, vf_token: str | None = None) -> Device:
-        cdev = require_cdev(pci)
-        dev = Device(str(cdev), bdf=pci.bdf)
+        # the cdev sysfs names, opened at once; require_cdev's checks (which say why there is
+        # no cdev) run only when there is none to open
+        name = pci.vfio_dev_name
+        dev = None
+        if name is not None:
+            try:
+                dev = Device(f"{pci.devfs_dir}/vfio/devices/{name}", bdf=pci.bdf)
+            except EnvironmentProblem as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+        if dev is None:
+            dev = Device(str(require_cdev(pci)), bdf=pci.bdf)
         try:
             dev.bind(self.iommufd, vf_token=vf_token)
             dev.attach(self.ioas)

@@ -516,6 +516,9 @@ class Region:
         self.info = info
         self._maps: list[MappedRegion] = []
         self._base = info.offset
+        # the device's fd, for the register paths (one attribute less per access); -1 once the
+        # device closed this region with it, which those paths turn into the "closed" error
+        self._fd = device._fd
         # width -> the last offset a register access of that width may start at; empty where
         # the region does not allow the direction (the fast path's one lookup)
         lims = {w: info.size - w for w in WIDTHS}
@@ -552,7 +555,7 @@ class Region:
         if not (0 <= offset <= lim and not offset % width):
             self._check_register(offset, width, "read")
         try:  # _pread inlined: under TCG a call costs as much as these checks
-            data = _os_pread(self.device._fd, width, self._base + offset)
+            data = _os_pread(self._fd, width, self._base + offset)
         except OSError as exc:
             raise self._io_error("pread", offset, exc) from None
         if len(data) != width:
@@ -572,7 +575,7 @@ class Region:
         except (OverflowError, AttributeError):  # negative, too large, not an int
             raise value_error(value, width) from None
         try:
-            n = _os_pwrite(self.device._fd, data, self._base + offset)
+            n = _os_pwrite(self._fd, data, self._base + offset)
         except OSError as exc:
             raise self._io_error("pwrite", offset, exc) from None
         if n != width:
@@ -639,6 +642,7 @@ class Region:
         return m
 
     def close(self) -> None:
+        self._fd = -1
         for m in reversed(list(self._maps)):  # each close leaves the list
             m.close()
         self._maps.clear()

@@ -39,14 +39,15 @@ def parse_bdf(text: str) -> str:
     return f"{dom:04x}:{bus:02x}:{dev:02x}.{fn}"
 
 
-def _read(path: Path) -> str | None:
+def _read(path: str | Path) -> str | None:
     try:
-        return path.read_text().strip()
+        with open(path) as f:
+            return f.read().strip()
     except OSError:
         return None
 
 
-def _link_name(path: Path) -> str | None:
+def _link_name(path: str | Path) -> str | None:
     try:
         return os.path.basename(os.readlink(path))
     except OSError:
@@ -63,14 +64,24 @@ class PciDevice:
 
     @functools.cached_property
     def path(self) -> Path:
-        """The device's sysfs directory (made once: a session open asks for it often)."""
+        """The device's sysfs directory."""
         return self.sysfs / "bus/pci/devices" / self.bdf
 
+    @functools.cached_property
+    def sysfs_dir(self) -> str:
+        """``path`` as a string, made once: the live properties join attribute names to it
+        (a session open reads several, and a pathlib join costs more than the syscall)."""
+        return f"{self.sysfs}/bus/pci/devices/{self.bdf}"
+
+    @functools.cached_property
+    def devfs_dir(self) -> str:
+        return str(self.devfs)
+
     def exists(self) -> bool:
-        return self.path.exists()
+        return os.path.exists(self.sysfs_dir)
 
     def _hex(self, name: str) -> int:
-        v = _read(self.path / name)
+        v = _read(f"{self.sysfs_dir}/{name}")
         return int(v, 16) if v else 0
 
     @property
@@ -112,16 +123,16 @@ class PciDevice:
 
     @property
     def driver(self) -> str | None:
-        return _link_name(self.path / "driver")
+        return _link_name(f"{self.sysfs_dir}/driver")
 
     @property
     def driver_override(self) -> str | None:
-        v = _read(self.path / "driver_override")
+        v = _read(f"{self.sysfs_dir}/driver_override")
         return None if v in (None, "", "(null)") else v
 
     @property
     def iommu_group(self) -> int | None:
-        g = _link_name(self.path / "iommu_group")
+        g = _link_name(f"{self.sysfs_dir}/iommu_group")
         return int(g) if g is not None else None
 
     def group_members(self) -> list[PciDevice]:
@@ -139,12 +150,12 @@ class PciDevice:
     @property
     def sriov_totalvfs(self) -> int | None:
         """How many VFs the PF can have; None for a device that is no SR-IOV PF."""
-        v = _read(self.path / "sriov_totalvfs")
+        v = _read(f"{self.sysfs_dir}/sriov_totalvfs")
         return int(v) if v else None
 
     @property
     def sriov_numvfs(self) -> int | None:
-        v = _read(self.path / "sriov_numvfs")
+        v = _read(f"{self.sysfs_dir}/sriov_numvfs")
         return int(v) if v else None
 
     def virtfns(self) -> list[PciDevice]:
@@ -152,7 +163,7 @@ class PciDevice:
         out = []
         n = 0
         while True:
-            name = _link_name(self.path / f"virtfn{n}")
+            name = _link_name(f"{self.sysfs_dir}/virtfn{n}")
             if name is None:
                 return out
             out.append(PciDevice(name, self.sysfs, self.devfs))
@@ -161,14 +172,14 @@ class PciDevice:
     @property
     def physfn(self) -> PciDevice | None:
         """The PF of a VF; None for anything else."""
-        name = _link_name(self.path / "physfn")
+        name = _link_name(f"{self.sysfs_dir}/physfn")
         return PciDevice(name, self.sysfs, self.devfs) if name else None
 
     @property
     def vfio_dev_name(self) -> str | None:
         """``vfioN`` if the kernel created a device cdev for it (sysfs vfio-dev/)."""
         try:
-            names = os.listdir(self.path / "vfio-dev")
+            names = os.listdir(f"{self.sysfs_dir}/vfio-dev")
         except OSError:
             return None
         names = [n for n in names if n.startswith("vfio")]

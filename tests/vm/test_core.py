@@ -8,7 +8,8 @@ import secrets
 import time
 
 import pytest
-from vmhelpers import E1000E, NVME, IVSHMEM, EDU, driver_of, find_pci, run_cli, sysfs_bind
+from vmhelpers import (E1000E, NVME, IVSHMEM, EDU, driver_of, find_pci, kernel_features,
+                       offered_modes, run_cli, sysfs_bind)
 
 import vfioctl
 from vfioctl.errors import RegionAccessError
@@ -215,6 +216,24 @@ def test_explicit_iommufd_mode_without_it_is_one_line(edu):
                         "CONFIG_IOMMUFD", "this host offers: vfio_type1_iommu, "
                         "vfio_type1v2_iommu")
     assert len(err.strip().splitlines()) == 2
+
+
+def test_a_group_mode_of_the_other_container_is_one_line(edu):
+    """Each kernel of the bed has one kind of container (VFIO's own or iommufd's compat one): a
+    group-path mode of the other kind is refused up front, naming who serves /dev/vfio/vfio,
+    and the modes this host does offer; nothing is opened."""
+    from vfioctl.backend import MODES
+
+    offered = offered_modes()
+    other = [m for m in MODES if m != "iommufd" and m not in offered]
+    assert len(other) == 2, offered
+    served = ("is VFIO's own container" if kernel_features()["legacy_container"] else
+              "is served by iommufd")
+    for mode in other:
+        rc, out, err = run_cli("read", edu, "bar0", "0", "--iommu-mode", mode)
+        _assert_clean_error(rc, out, err, f"IOMMU mode {mode} is not available on this host",
+                            f"/dev/vfio/vfio {served}", "this host offers: " + ", ".join(offered))
+        assert len(err.strip().splitlines()) == 2
 
 
 # --- bad input: one line, the fix, exit 2 -------------------------------------------------------
