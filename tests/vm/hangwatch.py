@@ -6,15 +6,15 @@ blocked in the kernel (an unbind waiting for a device's users, a reset waiting f
 cannot be interrupted from Python. The watchdog thread then writes to ``$VFIOCTL_VM_WORKDIR``:
 
 - ``hang.txt``: the test, every Python thread's stack, the kernel stack and wait channel of
-  every thread of the test process and its children and of every task in D state, the kernel's own report of its blocked tasks (sysrq ``w``) and the
-  end of the kernel log (our kernels have the hung-task detector at 60 s, so a task blocked that
-  long has its stack there already);
+  every thread of the test process and its children and of every task in D state, the kernel's
+  own report of its blocked tasks (sysrq ``w``) and the end of the kernel log (our kernels have
+  the hung-task detector at 60 s, so a task blocked that long has its stack there already);
 - ``hang.json``: the test and the counts of the tests that finished before it;
 
 and ends the guest with sysrq ``b`` (an immediate reset, which QEMU under virtme-ng's
 ``-no-reboot`` takes as an exit; a power-off would first shut every device down, which can wait
-on the same device lock as the hung task). ``scripts/vm-tests`` reads both: the kernel's line counts the hung test
-as failed and prints the report.
+on the same device lock as the hung task). ``scripts/vm-tests`` reads both: the kernel's line
+counts the hung test as failed and prints the report; its silence limit is built on ``LIMIT``.
 """
 from __future__ import annotations
 
