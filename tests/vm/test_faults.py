@@ -203,6 +203,32 @@ def test_unbind_of_a_device_a_program_has_open_waits_then_names_it(nvme):
     assert_home(nvme)
 
 
+def test_unbind_and_restore_of_a_device_this_process_has_open_refuse_at_once(nvme):
+    """The holder is the caller itself (a bring-up script that unbinds with its session still
+    open): waiting could never end, so the library refuses at once, naming this process, and
+    the device stays on vfio-pci with its record; after the session closes both go through."""
+    import vfioctl
+    from vfioctl.binding import restore, unbind
+    from vfioctl.errors import BindingError
+    from vfioctl.pci import PciDevice
+
+    assert run_cli("bind", nvme)[0] == 0
+    session = vfioctl.open(nvme)
+    try:
+        for call in (lambda: unbind([PciDevice(nvme)], timeout=600),
+                     lambda: restore(timeout=600)):
+            with pytest.raises(BindingError) as exc:
+                call()
+            assert f"{nvme} is open in this process" in str(exc.value), exc.value
+            assert "close the session" in exc.value.hint
+            assert driver_of(nvme) == "vfio-pci" and nvme in state()
+    finally:
+        session.close()
+    assert [r.bdf for r in unbind([PciDevice(nvme)])] == [nvme]
+    assert_home(nvme)
+    assert restore() == []
+
+
 def test_ctrl_c_while_unbind_waits_for_a_holder_leaves_the_device_bound_and_recorded(nvme):
     assert run_cli("bind", nvme)[0] == 0
     holder = holder_of(nvme)
