@@ -15,7 +15,8 @@ run do.
 
 ``--json`` prints the rows as JSON. BENCH_N scales the operation counts (default 2000; the suite
 runs a smoke run with a tiny N: speed is never asserted), BENCH_ROUNDS the rounds (7),
-BENCH_LARGE_MB the large-map size (256).
+BENCH_LARGE_MB the large-map size (256), BENCH_ONLY a comma-separated choice of row groups
+(registers, maps, large, open, startup; default all).
 """
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ N = int(os.environ.get("BENCH_N", "2000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 LARGE = int(os.environ.get("BENCH_LARGE_MB", "256")) << 20
 AS_JSON = "--json" in sys.argv
+GROUPS = ("registers", "maps", "large", "open", "startup")
+ONLY = [g for g in os.environ.get("BENCH_ONLY", ",".join(GROUPS)).split(",") if g]
+if any(g not in GROUPS for g in ONLY):
+    sys.exit(f"BENCH_ONLY: choose among {', '.join(GROUPS)}")
 IVSHMEM = "1af4:1110"
 IOVA = 1 << 30
 
@@ -365,11 +370,14 @@ def main() -> int:
                     f"{'ratio':>7s}  target")
                 c = CRef(exe, [s.device.fd] + ([s.iommufd.fd] if s.iommufd else [])
                          + ([s.container.fd] if s.container else []))
-                register_rows(s, c)
-                map_rows(s, c)
-                large_map_rows(s, c)
-            open_row(bdf, mode, exe)
-            startup_row()
+                for group, rows in (("registers", register_rows), ("maps", map_rows),
+                                    ("large", large_map_rows)):
+                    if group in ONLY:
+                        rows(s, c)
+            if "open" in ONLY:
+                open_row(bdf, mode, exe)
+            if "startup" in ONLY:
+                startup_row()
         finally:
             HUGEPAGES.write_text(HUGEPAGES_WERE)
             binding.return_to(dev, was)
