@@ -127,7 +127,10 @@ def _quick_mode(requested: str, pci: PciDevice) -> str | None:
     group mode asked for, or auto's pick without a cdev, when the container node answers as
     that mode's kind; None where it takes the whole judgement to say."""
     if requested in (AUTO, "iommufd"):
-        if pci.vfio_dev_name is not None and os.path.exists(f"{pci.devfs_dir}/iommu"):
+        # vfio-dev/ is there only while the device has a cdev (its listing, for the name, is
+        # the backend's: one stat here instead of a second listing)
+        if (os.path.exists(f"{pci.sysfs_dir}/vfio-dev")
+                and os.path.exists(f"{pci.devfs_dir}/iommu")):
             return "iommufd"
         if requested == "iommufd":
             return None

@@ -24,6 +24,7 @@ _CDEV = re.compile(r"^(?:/dev/vfio/devices/)?(vfio\d+)$")
 PCI_CLASS_BRIDGE = 0x06
 
 
+@functools.lru_cache(maxsize=256)  # pure; a session open parses its DEVICE each time
 def parse_bdf(text: str) -> str:
     """Normalise a BDF (``1:0.0`` → ``0000:01:00.0``); UsageError if it is not one."""
     m = _BDF.match(text.strip())
@@ -54,6 +55,20 @@ def _link_name(path: str | Path) -> str | None:
         return None
 
 
+class _once:
+    """A property computed on first use and kept in the instance (functools.cached_property
+    without the lock it takes on Python 3.11: a session open makes a PciDevice each time)."""
+
+    def __init__(self, fn):
+        self.fn, self.name, self.__doc__ = fn, fn.__name__, fn.__doc__
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
+
+
 @dataclass(frozen=True)
 class PciDevice:
     """One PCI function, read from sysfs when asked (properties are live)."""
@@ -62,18 +77,18 @@ class PciDevice:
     sysfs: Path = SYSFS
     devfs: Path = DEVFS
 
-    @functools.cached_property
+    @_once
     def path(self) -> Path:
         """The device's sysfs directory."""
         return self.sysfs / "bus/pci/devices" / self.bdf
 
-    @functools.cached_property
+    @_once
     def sysfs_dir(self) -> str:
         """``path`` as a string, made once: the live properties join attribute names to it
         (a session open reads several, and a pathlib join costs more than the syscall)."""
         return f"{self.sysfs}/bus/pci/devices/{self.bdf}"
 
-    @functools.cached_property
+    @_once
     def devfs_dir(self) -> str:
         return str(self.devfs)
 
@@ -245,6 +260,19 @@ def resolve(spec: str, sysfs: Path | None = None, devfs: Path | None = None) -> 
     if not dev.exists():
         raise DeviceNotFound(f"no PCI device {dev.bdf}", path=str(dev.path),
                              hint="`vfioctl list` shows the PCI devices of this machine")
+    return dev
+
+
+def resolve_bound(spec: str, sysfs: Path | None = None, devfs: Path | None = None) -> PciDevice:
+    """``resolve`` then ``require_vfio_pci``: the device DEVICE names, bound to vfio-pci. For a
+    PCI address one sysfs read (the driver link) settles both when the answer is yes; the
+    errors are resolve's and require_vfio_pci's."""
+    if not _CDEV.match(spec.strip()) and not spec.startswith("/"):
+        dev = PciDevice(parse_bdf(spec), sysfs or SYSFS, devfs or DEVFS)
+        if dev.driver == "vfio-pci":
+            return dev
+    dev = resolve(spec, sysfs, devfs)
+    require_vfio_pci(dev)
     return dev
 
 

@@ -12,7 +12,7 @@ from .device import Device, Region, uuid_bytes
 from .errors import EnvironmentProblem, KernelError, UsageError, VfTokenRefused, errno_name
 from .iommufd import IOMMU_PATH, IOAS, IommuFD
 from .iova import DmaSpace, Mapping
-from .pci import PciDevice, require_vfio_pci, resolve
+from .pci import PciDevice, require_vfio_pci, resolve_bound
 
 
 @dataclass
@@ -88,8 +88,11 @@ class Session:
 
     def __init__(self, device: str | PciDevice, *, iommu_mode: str | None = None,
                  vf_token: str | None = None, iommu_path: str = IOMMU_PATH):
-        self.pci = device if isinstance(device, PciDevice) else resolve(device)
-        require_vfio_pci(self.pci)
+        if isinstance(device, PciDevice):
+            require_vfio_pci(device)
+            self.pci = device
+        else:
+            self.pci = resolve_bound(device)
         if vf_token is not None:
             check_vf_token(self.pci, vf_token)
         self.iommu_mode = choose_mode(iommu_mode, self.pci)
