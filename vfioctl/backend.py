@@ -229,18 +229,18 @@ class ContainerBackend(IommuBackend):
 
     _shared: dict[tuple[str, int], ContainerBackend] = {}
 
-    def __init__(self, mode: str, pci: PciDevice):
+    def __init__(self, mode: str, pci: PciDevice, group_id: int):
         kind, type_name = _GROUP_MODES[mode]
         self.mode = mode
         self.kind = kind
         self.devfs = str(pci.devfs)
-        self.key = (self.devfs, pci.iommu_group)
+        self.key = (self.devfs, group_id)
         self.users = 0
         self.groups: dict[int, Group] = {}
         self.container = Container(f"{self.devfs}/vfio/vfio")
         self.dma = self.container
         try:
-            self.join(pci)
+            self.join(pci, group_id)
             self.container.set_iommu(iommu_type(type_name))
         except BaseException:
             self.close()
@@ -256,7 +256,7 @@ class ContainerBackend(IommuBackend):
         key = (str(pci.devfs), group_id)
         backend = cls._shared.get(key)
         if backend is None:
-            backend = cls(mode, pci)
+            backend = cls(mode, pci, group_id)
             cls._shared[key] = backend
         elif backend.mode != mode:
             raise UsageError(
@@ -266,9 +266,9 @@ class ContainerBackend(IommuBackend):
         backend.users += 1
         return backend
 
-    def join(self, pci: PciDevice) -> Group:
-        """Open ``pci``'s group, check it is viable, set it to the container."""
-        group_id = pci.iommu_group
+    def join(self, pci: PciDevice, group_id: int) -> Group:
+        """Open ``pci``'s group (number ``group_id``: the caller has read the link once), check
+        it is viable, set it to the container."""
         group = Group(group_id, self.devfs)
         try:
             if not group.viable:
@@ -287,7 +287,8 @@ class ContainerBackend(IommuBackend):
         return group
 
     def open_device(self, pci: PciDevice, vf_token: str | None = None) -> Device:
-        group = self.groups.get(pci.iommu_group) or self.join(pci)
+        group_id = pci.iommu_group
+        group = self.groups.get(group_id) or self.join(pci, group_id)
         name = pci.bdf if vf_token is None else f"{pci.bdf} vf_token={vf_token}"
         fd = group.device_fd(name)
         return Device.adopt(fd, path=f"{group.path} ({pci.bdf})", bdf=pci.bdf)
