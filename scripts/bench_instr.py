@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""User-space instructions per 4 KiB DMA map + unmap, counted by callgrind on the host: the
+numbers the TCG benchmark's noise hides, repeatable to the instruction.
+
+No device and no iommufd: the IOAS's fd is a pipe and its two requests are replaced (here, in
+this harness) by FIONREAD, which any pipe answers, so the kernel's share drops out and what is
+left is the Python around the syscall. Rows: the reference (``fcntl.ioctl`` with prebuilt
+structs, as bench.py's), a floor (two Python methods doing nothing but those calls), vfioctl's
+``dma.map`` + ``dma.unmap``, and its pieces. Each is (I(N) - I(0)) / N.
+    python3 scripts/bench_instr.py [ROW...]     # needs valgrind
+"""
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import mmap
+import os
+import re
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ROWS = ("reference", "floor", "vfioctl", "export", "mapping", "map_ioctl", "unmap_ioctl")
+N = int(os.environ.get("BENCH_N", "5000"))
+
+
+def run(row: str, n: int) -> None:
+    from vfioctl import iommufd, uapi
+    from vfioctl.iova import DmaSpace, Mapping, buffer_address
+
+    r, _w = os.pipe()
+    req = termios.FIONREAD
+    mem = mmap.mmap(-1, 4096)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+    iova = 1 << 30
+
+    class Fd:  # the iommufd the IOAS believes it has
+        fd, path, closed = r, "/dev/iommu", False
+
+    iommufd._IOAS_MAP = iommufd._IOAS_UNMAP = req
+    ioas = iommufd.IOAS.__new__(iommufd.IOAS)
+    DmaSpace.__init__(ioas)
+    ioas.iommufd, ioas.id, ioas.label, ioas._destroyed = Fd(), 1, "IOAS 1", False
+    mp = uapi.iommu_ioas_map(size=ctypes.sizeof(uapi.iommu_ioas_map), ioas_id=1, user_va=addr,
+                             length=4096, iova=iova)
+    un = uapi.iommu_ioas_unmap(size=ctypes.sizeof(uapi.iommu_ioas_unmap), ioas_id=1, iova=iova,
+                               length=4096)
+
+    class Floor:
+        def map(self, buf, at):
+            fcntl.ioctl(r, req, mp, True)
+
+        def unmap(self, at):
+            fcntl.ioctl(r, req, un, True)
+
+    if row == "reference":
+        ioctl = fcntl.ioctl
+        for _ in range(n):
+            ioctl(r, req, mp, True)
+            ioctl(r, req, un, True)
+    elif row in ("floor", "vfioctl"):
+        space = Floor() if row == "floor" else ioas
+        m, u = space.map, space.unmap
+        for _ in range(n):
+            m(mem, iova)
+            u(iova)
+    elif row == "export":
+        for _ in range(n):
+            buffer_address(mem)
+    elif row == "mapping":
+        for _ in range(n):
+            Mapping(iova, 4096, True, True)
+    elif row == "map_ioctl":
+        f = ioas._map_ioctl
+        for _ in range(n):
+            f(addr, iova, 4096, True, True)
+    elif row == "unmap_ioctl":
+        f = ioas._unmap_ioctl
+        for _ in range(n):
+            f(iova, 4096)
+
+
+def count(row: str, n: int) -> int:
+    p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                        os.path.realpath(sys.executable), __file__, "--run", row, str(n)],
+                       capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": "0"})  # the same dict probes each run
+    return int(re.search(r"Collected : (\d+)", p.stderr)[1])
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["--run"]:
+        run(sys.argv[2], int(sys.argv[3]))
+        return 0
+    rows = sys.argv[1:] or list(ROWS)
+    if any(r not in ROWS for r in rows):
+        sys.exit(f"rows: {', '.join(ROWS)}")
+    per = {}
+    for row in rows:
+        per[row] = (count(row, N) - count(row, 0)) / N
+        ref = per.get("reference")
+        ratio = f"{per[row] / ref:6.2f}x" if ref else ""
+        print(f"{row:12s} {per[row]:9.0f} instructions per iteration {ratio}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
