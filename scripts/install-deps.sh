@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 here=$(pwd)/scripts
 
 debs=(udev rsync flex bison bc make gcc libc6-dev libelf-dev libssl-dev xz-utils cpio kmod
-      e2fsprogs iproute2 busybox-static)
+      e2fsprogs iproute2 busybox-static valgrind)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
