@@ -383,6 +383,28 @@ def test_require_cdev_errors_name_the_fix(tmp_path, monkeypatch):
     assert require_cdev(vfio) == tmp_path / "dev/vfio/devices/vfio3"
 
 
+def test_resolve_bound_gives_the_device_or_the_error_of_each_step(tmp_path):
+    """A session's DEVICE: on vfio-pci it is settled by the driver link alone; otherwise the
+    same errors as resolve + require_vfio_pci (no such address, no such device, not bound)."""
+    from vfioctl.errors import DeviceNotFound, NotBoundToVfio
+    from vfioctl.pci import resolve_bound
+    root = tmp_path / "sys"
+    _fake_pci(root, "0000:01:00.0", 0x020000, driver="vfio-pci")
+    _fake_pci(root, "0000:02:00.0", 0x020000, driver="e1000e", group=2)
+    _fake_pci(root, "0000:03:00.0", 0x020000, group=3)
+    dev = resolve_bound("1:0.0", root)
+    assert dev == PciDevice("0000:01:00.0", root) and dev.driver == "vfio-pci"
+    with pytest.raises(NotBoundToVfio,
+                       match=r"0000:02:00.0 is not bound to vfio-pci \(bound to e1000e\)"):
+        resolve_bound("02:00.0", root)
+    with pytest.raises(NotBoundToVfio, match=r"\(bound to no driver\)"):
+        resolve_bound("03:00.0", root)
+    with pytest.raises(DeviceNotFound, match="no PCI device 0000:04:00.0"):
+        resolve_bound("04:00.0", root)
+    with pytest.raises(UsageError, match="is not a PCI address"):
+        resolve_bound("04:00", root)
+
+
 def test_require_cdev_names_the_missing_kernel_feature(tmp_path, monkeypatch):
     from vfioctl import kernel
     from vfioctl.errors import EnvironmentProblem
