@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""User-space instructions per 4 KiB DMA map + unmap, counted by callgrind on the host: the
-numbers the TCG benchmark's noise hides, repeatable to the instruction.
+"""User-space instructions per call of vfioctl's hot paths, counted by callgrind on the host:
+the numbers the TCG benchmark's noise hides, repeatable to the instruction.
 
-No device and no iommufd: the IOAS's fd is a pipe and its two requests are replaced (here, in
-this harness) by FIONREAD, which any pipe answers, so the kernel's share drops out and what is
-left is the Python around the syscall. Rows: the reference (``fcntl.ioctl`` with prebuilt
-structs, as bench.py's), a floor (two Python methods doing nothing but those calls), vfioctl's
-``dma.map`` + ``dma.unmap``, and its pieces. Each is (I(N) - I(0)) / N.
+No device and no iommufd, so the kernel's share drops out and what is left is the Python around
+the syscall. A 4 KiB DMA map + unmap: the IOAS's fd is a pipe and its two requests are replaced
+(here, in this harness) by FIONREAD, which any pipe answers; rows: the reference
+(``fcntl.ioctl`` with prebuilt structs, as bench.py's), a floor (two Python methods doing
+nothing but those calls), vfioctl's ``dma.map`` + ``dma.unmap``, and its pieces. A 4-byte
+``Region.read``: the region's fd is /dev/zero; rows: ``os.pread`` + ``int.from_bytes``, a
+method doing nothing but those, ``Region.read``. Each is (I(N) - I(0)) / N, and the ratio is
+to its group's reference.
     python3 scripts/bench_instr.py [ROW...]     # needs valgrind
 """
 from __future__ import annotations
@@ -23,7 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ROWS = ("reference", "floor", "vfioctl", "export", "mapping", "map_ioctl", "unmap_ioctl")
+#: row -> the reference row of its group
+ROWS = {"reference": "reference", "floor": "reference", "vfioctl": "reference",
+        "export": "reference", "mapping": "reference", "map_ioctl": "reference",
+        "unmap_ioctl": "reference",
+        "pread": "pread", "pread_floor": "pread", "region_read": "pread"}
 N = int(os.environ.get("BENCH_N", "5000"))
 
 
@@ -81,6 +88,34 @@ def run(row: str, n: int) -> None:
         f = ioas._unmap_ioctl
         for _ in range(n):
             f(iova, 4096)
+    else:
+        read_rows(row, n)
+
+
+def read_rows(row: str, n: int) -> None:
+    from vfioctl import uapi
+    from vfioctl.device import Region, RegionInfo
+
+    fd = os.open("/dev/zero", os.O_RDONLY)
+    pread, from_bytes = os.pread, int.from_bytes
+
+    class Dev:  # the device the region believes it has
+        _fd, path = fd, "/dev/vfio/devices/vfio0"
+
+    region = Region(Dev(), RegionInfo(index=2, size=1 << 20, offset=0, flags=(
+        uapi.VFIO_REGION_INFO_FLAG_READ | uapi.VFIO_REGION_INFO_FLAG_WRITE)))
+
+    class Floor:
+        def read(self, offset, width=4):
+            return from_bytes(pread(fd, width, offset), "little")
+
+    if row == "pread":
+        for _ in range(n):
+            from_bytes(pread(fd, 4, 64), "little")
+    else:
+        read = Floor().read if row == "pread_floor" else region.read
+        for _ in range(n):
+            read(64, 4)
 
 
 def count(row: str, n: int) -> int:
@@ -96,13 +131,15 @@ def main() -> int:
         run(sys.argv[2], int(sys.argv[3]))
         return 0
     rows = sys.argv[1:] or list(ROWS)
+    rows = sorted(set(rows) | {ROWS[r] for r in rows if r in ROWS}, key=list(ROWS).index)
     if any(r not in ROWS for r in rows):
         sys.exit(f"rows: {', '.join(ROWS)}")
-    per = {}
+    per, idle = {}, {}  # idle: I(0), the same for every row of a group (the same setup runs)
     for row in rows:
-        per[row] = (count(row, N) - count(row, 0)) / N
-        ref = per.get("reference")
-        ratio = f"{per[row] / ref:6.2f}x" if ref else ""
+        if ROWS[row] not in idle:
+            idle[ROWS[row]] = count(row, 0)
+        per[row] = (count(row, N) - idle[ROWS[row]]) / N
+        ratio = f"{per[row] / per[ROWS[row]]:6.2f}x"
         print(f"{row:12s} {per[row]:9.0f} instructions per iteration {ratio}", flush=True)
     return 0
 
