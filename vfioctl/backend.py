@@ -122,6 +122,50 @@ def choose_mode(requested: str | None, pci: PciDevice, caps: KernelCaps | None =
     return requested
 
 
+def open_backend(requested: str | None, pci: PciDevice, *,
+                 iommu_path: str = IOMMU_PATH) -> tuple[IommuBackend, dict]:
+    """The backend a session opens ``pci`` in (``requested`` as choose_mode takes it), and what
+    was read of the device on the way (``open_device``'s keywords: the cdev name or the group
+    number, so that they are not read twice).
+
+    Auto or iommufd asked for opens ``iommu_path`` at once and then reads the cdev name: its
+    absence (ENOENT) or a device without a cdev (auto) sends auto to the group path; an iommufd
+    asked for without the node goes to choose_mode's judgement, which says why. What the old
+    look-first order found with a stat of each is found by the opens themselves."""
+    requested = requested_mode(requested)
+    if requested in (AUTO, "iommufd"):
+        try:
+            backend = IommufdBackend(iommu_path)
+        except EnvironmentProblem as exc:
+            if exc.errno != errno.ENOENT or exc.path != iommu_path:
+                raise
+        else:
+            cdev = pci.vfio_dev_name
+            if cdev is not None or requested == "iommufd":
+                return backend, {"cdev_name": cdev}  # no cdev: open_device says why
+            backend.close()
+        if requested == AUTO:
+            mode = _AUTO_GROUP_MODE.get(container_kind(f"{pci.devfs_dir}/vfio/vfio"))
+            if mode is not None:
+                return _group_backend(mode, pci)
+        # the whole judgement: it picks (auto) or says what is missing (iommufd)
+        mode = choose_mode(requested, pci, kernel_caps(pci.sysfs, pci.devfs))
+    else:
+        mode = choose_mode(requested, pci)
+    if mode == "iommufd":
+        return IommufdBackend(iommu_path), {}
+    return _group_backend(mode, pci)
+
+
+def _group_backend(mode: str, pci: PciDevice) -> tuple[IommuBackend, dict]:
+    group_id = pci.iommu_group
+    return ContainerBackend.for_group(mode, pci, group_id), {"group_id": group_id}
+
+
+#: auto's group mode by the container node's kind
+_AUTO_GROUP_MODE = {"legacy": "vfio_type1v2_iommu", "iommufd": "iommufd_compat_type1v2"}
+
+
 def _quick_mode(requested: str, pci: PciDevice) -> str | None:
     """``iommufd`` for a device with a cdev where /dev/iommu is there (auto or asked for); a
     group mode asked for, or auto's pick without a cdev, when the container node answers as
@@ -136,7 +180,7 @@ def _quick_mode(requested: str, pci: PciDevice) -> str | None:
             return None
     kind = container_kind(f"{pci.devfs_dir}/vfio/vfio")
     if requested == AUTO:
-        return {"legacy": "vfio_type1v2_iommu", "iommufd": "iommufd_compat_type1v2"}.get(kind)
+        return _AUTO_GROUP_MODE.get(kind)
     return requested if _GROUP_MODES[requested][0] == kind else None
 
 
@@ -147,8 +191,11 @@ class IommuBackend:
     mode: str
     dma: DmaSpace
 
-    def open_device(self, pci: PciDevice, vf_token: str | None = None) -> Device:
-        """``pci`` opened and ready: regions, IRQs and DMA work."""
+    def open_device(self, pci: PciDevice, vf_token: str | None = None, *,
+                    cdev_name: str | None = None, group_id: int | None = None) -> Device:
+        """``pci`` opened and ready: regions, IRQs and DMA work. ``cdev_name`` (the cdev path)
+        and ``group_id`` (the group path): what the caller read of ``pci`` just now
+        (open_backend); read again where not given."""
         raise NotImplementedError
 
     def release_device(self, device: Device) -> None:
@@ -187,10 +234,11 @@ class IommufdBackend(IommuBackend):
             raise
         self.dma = self.ioas
 
-    def open_device(self, pci: PciDevice, vf_token: str | None = None) -> Device:
+    def open_device(self, pci: PciDevice, vf_token: str | None = None, *,
+                    cdev_name: str | None = None, group_id: int | None = None) -> Device:
         # the cdev sysfs names, opened at once; require_cdev's checks (which say why there is
         # no cdev) run only when there is none to open
-        name = pci.vfio_dev_name
+        name = cdev_name or pci.vfio_dev_name
         dev = None
         if name is not None:
             try:
@@ -247,8 +295,9 @@ class ContainerBackend(IommuBackend):
             raise
 
     @classmethod
-    def for_group(cls, mode: str, pci: PciDevice) -> ContainerBackend:
-        group_id = pci.iommu_group
+    def for_group(cls, mode: str, pci: PciDevice, group_id: int | None) -> ContainerBackend:
+        """The backend of ``pci``'s group (number ``group_id``, as the caller read it), shared
+        in this process."""
         if group_id is None:
             raise EnvironmentProblem(f"{pci.bdf} is in no IOMMU group", path=str(pci.path),
                                      hint="boot with the IOMMU on (intel_iommu=on or "
@@ -286,8 +335,10 @@ class ContainerBackend(IommuBackend):
         self.groups[group_id] = group
         return group
 
-    def open_device(self, pci: PciDevice, vf_token: str | None = None) -> Device:
-        group_id = pci.iommu_group
+    def open_device(self, pci: PciDevice, vf_token: str | None = None, *,
+                    cdev_name: str | None = None, group_id: int | None = None) -> Device:
+        if group_id is None:
+            group_id = pci.iommu_group
         group = self.groups.get(group_id) or self.join(pci, group_id)
         name = pci.bdf if vf_token is None else f"{pci.bdf} vf_token={vf_token}"
         fd = group.device_fd(name)
@@ -318,9 +369,3 @@ class ContainerBackend(IommuBackend):
                 g.close()
             self.groups.clear()
             self.container.close()
-
-
-def make_backend(mode: str, pci: PciDevice, *, iommu_path: str = IOMMU_PATH) -> IommuBackend:
-    if mode == "iommufd":
-        return IommufdBackend(iommu_path)
-    return ContainerBackend.for_group(mode, pci)

@@ -6,7 +6,7 @@ import mmap as _mmap
 from dataclasses import dataclass
 
 from . import memory
-from .backend import IommuBackend, choose_mode, make_backend
+from .backend import IommuBackend, open_backend
 from .container import Container
 from .device import Device, Region, uuid_bytes
 from .errors import EnvironmentProblem, KernelError, UsageError, VfTokenRefused, errno_name
@@ -95,14 +95,14 @@ class Session:
             self.pci = resolve_bound(device)
         if vf_token is not None:
             check_vf_token(self.pci, vf_token)
-        self.iommu_mode = choose_mode(iommu_mode, self.pci)
         self._dma: list[DmaBuffer] = []
         self._driver = None
-        self.backend: IommuBackend | None = None
         self.device: Device | None = None
+        self.backend: IommuBackend | None
+        self.backend, seen = open_backend(iommu_mode, self.pci, iommu_path=iommu_path)
+        self.iommu_mode = self.backend.mode
         try:
-            self.backend = make_backend(self.iommu_mode, self.pci, iommu_path=iommu_path)
-            self.device = self.backend.open_device(self.pci, vf_token=vf_token)
+            self.device = self.backend.open_device(self.pci, vf_token=vf_token, **seen)
         except KernelError as exc:
             self.close()
             if exc.errno == errno.EACCES and (self.pci.physfn or self.pci.sriov_totalvfs):

@@ -55,6 +55,42 @@ def test_auto_mode_is_the_cdev_where_there_is_one_else_type1v2(edu):
         assert s.iommu_mode == auto_mode()
 
 
+def _open_fds() -> set[str]:
+    return {os.readlink(f"/proc/self/fd/{n}") for n in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{n}")}
+
+
+def test_auto_mode_without_a_cdev_takes_the_group_path_and_keeps_no_iommufd(edu):
+    """A session opens /dev/iommu before it reads the device's cdev name; a device without a
+    cdev (a kernel without VFIO_DEVICE_CDEV: the harness hides edu's) sends auto to the group
+    path with that iommufd closed again, and an iommufd asked for says why there is no cdev."""
+    from dataclasses import dataclass
+
+    from vfioctl.errors import VfioctlError
+    from vfioctl.pci import PciDevice
+
+    @dataclass(frozen=True)
+    class NoCdev(PciDevice):
+        @property
+        def vfio_dev_name(self):
+            return None
+
+    pci = NoCdev(edu)
+    groups = [m for m in ("vfio_type1v2_iommu", "iommufd_compat_type1v2") if m in offered_modes()]
+    assert groups, "every kernel of the bed offers a group mode"
+    before = _open_fds()
+    with vfioctl.open(pci) as s:
+        assert s.iommu_mode == groups[0]
+        assert s.iommufd is None and s.device.info().num_regions >= 7
+        assert "/dev/iommu" not in _open_fds() - before
+    assert _open_fds() == before
+    if kernel_features()["cdev"]:
+        with pytest.raises(VfioctlError) as exc:
+            vfioctl.open(pci, iommu_mode="iommufd")
+        assert "cdev" in str(exc.value), exc.value
+        assert _open_fds() == before
+
+
 def test_doctor_passes_for_edu_on_vfio_pci(edu):
     rc, out, err = run_cli("doctor", edu, "--json")
     report = json.loads(out)
