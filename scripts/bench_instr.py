@@ -8,8 +8,13 @@ the syscall. A 4 KiB DMA map + unmap: the IOAS's fd is a pipe and its two reques
 (``fcntl.ioctl`` with prebuilt structs, as bench.py's), a floor (two Python methods doing
 nothing but those calls), vfioctl's ``dma.map`` + ``dma.unmap``, and its pieces. A 4-byte
 ``Region.read``: the region's fd is /dev/zero; rows: ``os.pread`` + ``int.from_bytes``, a
-method doing nothing but those, ``Region.read``. Each is (I(N) - I(0)) / N, and the ratio is
-to its group's reference.
+method doing nothing but those, ``Region.read``. A session open + close
+(``vfioctl.open(BDF).close()``): a fake sysfs and /dev in a temporary directory (the device on
+vfio-pci with cdev vfio0; the nodes are empty files) and the three requests (BIND, IOAS_ALLOC,
+ATTACH) replaced by FIONREAD, which a file answers; rows: the same opens, ioctls and closes in
+bare Python (C's sequence), a floor that also reads what a PCI address needs to find the cdev
+(the driver link, the vfio-dev/ listing), and vfioctl's open + close. Each is (I(N) - I(0)) / N,
+and the ratio is to its group's reference.
     python3 scripts/bench_instr.py [ROW...]     # needs valgrind
 """
 from __future__ import annotations
@@ -19,6 +24,7 @@ import fcntl
 import mmap
 import os
 import re
+import shutil
 import subprocess
 import sys
 import termios
@@ -30,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROWS = {"reference": "reference", "floor": "reference", "vfioctl": "reference",
         "export": "reference", "mapping": "reference", "map_ioctl": "reference",
         "unmap_ioctl": "reference",
-        "pread": "pread", "pread_floor": "pread", "region_read": "pread"}
+        "pread": "pread", "pread_floor": "pread", "region_read": "pread",
+        "open_bare": "open_bare", "open_floor": "open_bare", "open": "open_bare"}
 N = int(os.environ.get("BENCH_N", "5000"))
 
 
@@ -88,6 +95,8 @@ def run(row: str, n: int) -> None:
         f = ioas._unmap_ioctl
         for _ in range(n):
             f(iova, 4096)
+    elif row.startswith("open"):
+        open_rows(row, n)
     else:
         read_rows(row, n)
 
@@ -116,6 +125,57 @@ def read_rows(row: str, n: int) -> None:
         read = Floor().read if row == "pread_floor" else region.read
         for _ in range(n):
             read(64, 4)
+
+
+def open_rows(row: str, n: int) -> None:
+    import tempfile
+
+    import vfioctl
+    from vfioctl import pci, uapi
+
+    bdf = "0000:00:0c.0"
+    root = Path(tempfile.mkdtemp(prefix="bench-instr-"))
+    sysdev = root / "sys/bus/pci/devices" / bdf
+    (root / "sys/bus/pci/drivers/vfio-pci").mkdir(parents=True)
+    (sysdev / "vfio-dev/vfio0").mkdir(parents=True)
+    (sysdev / "driver").symlink_to("../../drivers/vfio-pci")
+    (root / "dev/vfio/devices").mkdir(parents=True)
+    node, iommu = root / "dev/vfio/devices/vfio0", root / "dev/iommu"
+    node.touch()
+    iommu.touch()
+    pci.SYSFS, pci.DEVFS = root / "sys", root / "dev"
+    req = termios.FIONREAD
+    for name in ("VFIO_DEVICE_BIND_IOMMUFD", "IOMMU_IOAS_ALLOC", "VFIO_DEVICE_ATTACH_IOMMUFD_PT"):
+        setattr(uapi, name, req)
+    node, iommu, sysdev = str(node), str(iommu), str(sysdev)
+    bind = uapi.vfio_device_bind_iommufd(argsz=ctypes.sizeof(uapi.vfio_device_bind_iommufd))
+    alloc = uapi.iommu_ioas_alloc(size=ctypes.sizeof(uapi.iommu_ioas_alloc))
+    attach = uapi.vfio_device_attach_iommufd_pt(
+        argsz=ctypes.sizeof(uapi.vfio_device_attach_iommufd_pt))
+    o, c, ioctl, rw = os.open, os.close, fcntl.ioctl, os.O_RDWR | os.O_CLOEXEC
+    readlink, listdir = os.readlink, os.listdir
+    try:
+        # one open in every row, before the count: vfioctl imports its modules on first use,
+        # and I(0) (run once per group) must hold that, not the first iteration
+        vfioctl.open(bdf, iommu_path=iommu).close()
+        if row == "open":
+            for _ in range(n):
+                vfioctl.open(bdf, iommu_path=iommu).close()
+            return
+        floor = row == "open_floor"
+        for _ in range(n):
+            if floor:
+                readlink(sysdev + "/driver")
+                listdir(sysdev + "/vfio-dev")
+            i = o(iommu, rw)
+            ioctl(i, req, alloc, True)
+            d = o(node, rw)
+            ioctl(d, req, bind, True)
+            ioctl(d, req, attach, True)
+            c(d)
+            c(i)
+    finally:
+        shutil.rmtree(root)
 
 
 def count(row: str, n: int) -> int:

@@ -1,7 +1,7 @@
 """scripts/bench_instr.py still counts: its harness reaches into the IOAS's map path and the
-Region's read path (a rename there breaks it), and the counts come out ordered as they must (the
-bare calls below bare methods making them, below vfioctl's). Counts, not times: callgrind's are
-repeatable."""
+Region's read path, and fakes a session open's sysfs, nodes and requests (a rename there breaks
+it), and the counts come out ordered as they must (the bare calls below bare methods making
+them, below vfioctl's). Counts, not times: callgrind's are repeatable."""
 from __future__ import annotations
 
 import os
@@ -13,15 +13,16 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts/bench_instr.py"
 
 
-def test_instruction_counts_of_a_4k_map_and_unmap_and_a_register_read():
+def test_instruction_counts_of_a_4k_map_and_unmap_a_register_read_and_a_session_open():
     p = subprocess.run([sys.executable, str(SCRIPT), "floor", "vfioctl", "pread_floor",
-                        "region_read"],
+                        "region_read", "open_floor", "open"],
                        capture_output=True, text=True, timeout=600,
                        env={**os.environ, "BENCH_N": "300"})
     assert p.returncode == 0, p.stderr
     counts = dict((m[1], float(m[2])) for m in
                   re.finditer(r"^(\w+)\s+(\d+) instructions per iteration", p.stdout, re.M))
     assert set(counts) == {"reference", "floor", "vfioctl", "pread", "pread_floor",
-                           "region_read"}, p.stdout
+                           "region_read", "open_bare", "open_floor", "open"}, p.stdout
     assert 0 < counts["reference"] < counts["floor"] < counts["vfioctl"], counts
     assert 0 < counts["pread"] < counts["pread_floor"] < counts["region_read"], counts
+    assert 0 < counts["open_bare"] < counts["open_floor"] < counts["open"], counts
