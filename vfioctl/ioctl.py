@@ -23,24 +23,28 @@ from .errors import KernelError
 _sys_ioctl = fcntl.ioctl
 
 
-#: per argument type: the name of its size field (argsz/size), or None; filled on first use
-_SIZE_FIELD: dict[type, str | None] = {}
-_UNKNOWN = object()
+#: per argument type: the name of its size field (argsz/size) or None, and its size; filled
+#: on first use
+_SIZE_FIELD: dict[type, tuple[str | None, int]] = {}
 
 
-def _size_field(cls: type) -> str | None:
-    first = cls._fields_[0][0] if issubclass(cls, ctypes.Structure) else None
-    field = first if first in ("argsz", "size") else None
-    _SIZE_FIELD[cls] = field
-    return field
+def _size_field(cls: type) -> tuple[str | None, int]:
+    if issubclass(cls, ctypes.Structure):
+        first = cls._fields_[0][0]
+        entry = (first if first in ("argsz", "size") else None, ctypes.sizeof(cls))
+    else:
+        entry = (None, 0)
+    _SIZE_FIELD[cls] = entry
+    return entry
 
 
 def _fill_size(arg) -> None:
-    field = _SIZE_FIELD.get(type(arg), _UNKNOWN)
-    if field is _UNKNOWN:
-        field = _size_field(type(arg))
+    try:
+        field, size = _SIZE_FIELD[type(arg)]
+    except KeyError:
+        field, size = _size_field(type(arg))
     if field is not None and not getattr(arg, field):
-        setattr(arg, field, ctypes.sizeof(arg))
+        setattr(arg, field, size)
 
 
 def try_ioctl(fd: int, request: int, arg=0, *, fill: bool = True) -> int:
