@@ -50,7 +50,7 @@ def _read(path: str | Path) -> str | None:
 
 def _link_name(path: str | Path) -> str | None:
     try:
-        return os.path.basename(os.readlink(path))
+        return os.readlink(path).rpartition("/")[2]  # its basename
     except OSError:
         return None
 
@@ -69,13 +69,20 @@ class _once:
         return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class PciDevice:
     """One PCI function, read from sysfs when asked (properties are live)."""
 
     bdf: str
     sysfs: Path = SYSFS
     devfs: Path = DEVFS
+
+    def __init__(self, bdf: str, sysfs: Path = SYSFS, devfs: Path = DEVFS):
+        # frozen: the fields go into the instance dict directly, as _once does; the generated
+        # __init__'s object.__setattr__ calls cost 3000 instructions more (a session open
+        # makes one of these)
+        d = self.__dict__
+        d["bdf"], d["sysfs"], d["devfs"] = bdf, sysfs, devfs
 
     @_once
     def path(self) -> Path:
@@ -267,7 +274,8 @@ def resolve_bound(spec: str, sysfs: Path | None = None, devfs: Path | None = Non
     """``resolve`` then ``require_vfio_pci``: the device DEVICE names, bound to vfio-pci. For a
     PCI address one sysfs read (the driver link) settles both when the answer is yes; the
     errors are resolve's and require_vfio_pci's."""
-    if not _CDEV.match(spec.strip()) and not spec.startswith("/"):
+    text = spec.strip()
+    if not text.startswith(("/", "vfio")):  # not a cdev (_CDEV) nor a path: a PCI address
         dev = PciDevice(parse_bdf(spec), sysfs or SYSFS, devfs or DEVFS)
         if dev.driver == "vfio-pci":
             return dev
