@@ -169,6 +169,8 @@ class IommuFD(FdOwner):
         """Close the fd: the kernel destroys every object of it and unpins every mapping
         (iommufd_fops_release), so no ioctl goes first; the IOASes then forget their mappings
         and release the buffers they kept exported."""
+        if self._fd < 0:  # closed already (and __del__ calls it again)
+            return
         ioases = list(self._ioases)
         try:
             super().close()
