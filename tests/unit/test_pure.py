@@ -712,3 +712,22 @@ def test_register_value_and_readinto_errors(tmp_path):
         m.close()
     finally:
         os.close(fd)
+
+
+def test_the_mode_asked_for_follows_the_environment_as_it_changes(monkeypatch):
+    """$VFIOCTL_IOMMU_MODE is read on every open (from os.environ's own dict): set, changed and
+    unset while the process runs; an explicit mode wins; an unknown one is a usage error."""
+    from vfioctl.backend import choose_mode, requested_mode
+
+    monkeypatch.delenv("VFIOCTL_IOMMU_MODE", raising=False)
+    assert requested_mode(None) == "auto"
+    monkeypatch.setenv("VFIOCTL_IOMMU_MODE", " vfio_type1_iommu ")
+    assert requested_mode(None) == "vfio_type1_iommu"
+    assert requested_mode("iommufd") == "iommufd"
+    monkeypatch.setenv("VFIOCTL_IOMMU_MODE", "iommufd_compat_type1")
+    assert requested_mode(None) == "iommufd_compat_type1"
+    monkeypatch.setenv("VFIOCTL_IOMMU_MODE", "typo")
+    with pytest.raises(UsageError, match="unknown IOMMU mode 'typo'"):
+        choose_mode(None, PciDevice("0000:00:01.0"))
+    monkeypatch.delenv("VFIOCTL_IOMMU_MODE")
+    assert requested_mode(None) == "auto"
