@@ -89,8 +89,13 @@ for k in sys.argv[2:]:
     f = Path(sys.argv[1]) / f"{k}.json"
     s = json.loads(f.read_text()) if f.is_file() else {"kernel": k, "passed": 0, "failed": 1,
                                                          "ok": False}
+    aborts = s.get("emulator_aborts") or []
     print(f"vm[{s['kernel']}]: {s['passed']} passed, {s['failed']} failed"
+          + (f" (QEMU aborted {len(aborts)}x, resumed in a fresh VM)" if aborts else "")
           + ("" if s["ok"] else "  <- FAILED"))
+    # each kernel's problems again at the end, where a log cut to its tail still shows them
+    for line in aborts + s.get("problems", []):
+        print(f"  {line}")
     total["passed"] += s["passed"]
     total["failed"] += s["failed"] + (0 if s["ok"] or s["failed"] else 1)
 print(f"vm: {total['passed']} passed, {total['failed']} failed")

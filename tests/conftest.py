@@ -5,15 +5,18 @@
   The run ends with the line ``vm: N passed, M failed`` (``, K skipped`` if any).
 - ``--headers DIR``: run the ``headers`` tests against the UAPI headers exported by the kernel
   build (scripts/test.sh passes the cached build's).
+- ``--vm-done FILE``: with ``--vm``, leave out the tests named in FILE, which finished in an
+  earlier VM of the same run that QEMU itself ended (scripts/vm-tests, tests/vm/progress.py).
 - ``--after-vm DIR``: run tests/after_vm, the host-side checks of what a VM run left in DIR.
   A check marked ``after_guest(NAME)`` runs only if the guest ran a test named NAME (any
-  parametrisation) on that kernel, per DIR/junit-vm.xml; otherwise it is deselected and counted
+  parametrisation) on that kernel, per DIR/junit-vm.xml and DIR/progress.jsonl; otherwise it is deselected and counted
   (a kernel that lacks what the guest test needs makes nothing to check).
 Without these options, those tests are deselected, never skipped.
 """
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,9 @@ def pytest_addoption(parser):
     parser.addoption("--vm", action="store_true", help="run the VM tests (inside the VM only)")
     parser.addoption("--headers", metavar="DIR", help="exported UAPI headers of the test kernel")
     parser.addoption("--after-vm", metavar="DIR", help="a VM run's shared work directory")
+    parser.addoption("--vm-done", metavar="FILE",
+                     help="node ids (one a line) that finished in an earlier VM of this run: "
+                          "not run again (scripts/vm-tests, after QEMU aborted)")
 
 
 def pytest_configure(config):
@@ -69,12 +75,20 @@ def _guest_tests_run(after_vm: str | None) -> set[str]:
         return set()
     import xml.etree.ElementTree as ET
 
+    if str(HERE / "vm") not in sys.path:
+        sys.path.insert(0, str(HERE / "vm"))
+    from progress import NAME, read
+
+    ran = set()
     junit = Path(after_vm) / "junit-vm.xml"
-    if not junit.is_file():
-        return set()
-    return {case.get("name", "").split("[")[0]
-            for case in ET.parse(junit).getroot().iter("testcase")
-            if case.find("skipped") is None}
+    if junit.is_file():
+        ran = {case.get("name", "").split("[")[0]
+               for case in ET.parse(junit).getroot().iter("testcase")
+               if case.find("skipped") is None}
+    # a run resumed after QEMU aborted: the tests of the earlier VMs are in its progress log
+    done, _ = read(Path(after_vm) / NAME)
+    return ran | {nodeid.split("::")[-1].split("[")[0]
+                  for nodeid, outcome in done.items() if outcome != "skipped"}
 
 
 @pytest.fixture(scope="session")

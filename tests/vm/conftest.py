@@ -14,6 +14,10 @@ IOMMU modes: a test that takes the ``mode`` fixture runs once per mode of vfioct
 (``group_mode``: once per mode of the group path);
 the modes the booted kernel does not offer (vfioctl.backend.mode_support) are deselected and
 counted the same way (``mode:NAME``).
+
+Each test's start and outcome go to $VFIOCTL_VM_WORKDIR/progress.jsonl as they happen
+(tests/vm/progress.py); ``--vm-done FILE`` leaves out the tests that finished in an earlier VM
+of the run, which scripts/vm-tests boots again when QEMU itself aborted.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import hangwatch
+import progress
 from vmhelpers import (EDU, IGB, IVSHMEM, NVME, STATE, FEATURES, driver_of, find_pci,
                        kernel_features, offered_modes, sysfs_bind)
 
@@ -73,10 +78,17 @@ def pytest_collection_modifyitems(config, items):
             why.update(missing)
         else:
             keep.append(item)
+    _report.update(features=have, modes=modes, deselected=dict(why), deselected_total=len(drop))
+    done_file = config.getoption("--vm-done")
+    if done_file:
+        # QEMU ended an earlier VM of this run: what finished there is not run again
+        done = set(Path(done_file).read_text().splitlines())
+        drop += [item for item in keep if item.nodeid in done]
+        keep = [item for item in keep if item.nodeid not in done]
+        _report["done_before"] = len(done)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
-    _report.update(features=have, modes=modes, deselected=dict(why), deselected_total=len(drop))
     workdir = os.environ.get("VFIOCTL_VM_WORKDIR")
     if workdir:
         Path(workdir, "features.json").write_text(json.dumps(_report, indent=1))
@@ -89,11 +101,13 @@ def pytest_runtest_protocol(item, nextitem):
     if not item.config.getoption("--vm", default=False):
         yield
         return
+    progress.started(item.nodeid)
     timer = hangwatch.arm(item.nodeid)
     try:
         yield
     finally:
         timer.cancel()
+    progress.finished(item.nodeid, hangwatch.outcomes.get(item.nodeid, "skipped"))
 
 
 def pytest_runtest_logreport(report):
@@ -119,6 +133,9 @@ def pytest_report_header(config):
 def pytest_terminal_summary(terminalreporter):
     if _report:
         terminalreporter.write_line(deselected_line(_report))
+    if _report.get("done_before"):
+        terminalreporter.write_line(f"not run again: {_report['done_before']} tests that "
+                                    "finished in an earlier VM of this run (QEMU aborted)")
 
 
 def _on_vfio(ids: str):

@@ -1,0 +1,136 @@
+"""The bed goes on after QEMU itself aborts: vm-run tells the emulator's assertion from the guest's
+own failures, the guest's progress log says what finished, and vm-tests boots a fresh VM for
+the rest (the test that was running included) and counts both VMs' tests once each."""
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests/vm"))
+import progress  # noqa: E402
+
+
+def load(script: str):
+    loader = importlib.machinery.SourceFileLoader(script.replace("-", "_"),
+                                                  str(REPO / "scripts" / script))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+# what the bed printed when QEMU 10.0.2 aborted on 6.12 (the sixth stop's full run)
+SEEN = (b"tests/vm/test_dma_irq_reset.py::test_hot_reset_behind_a_bridge[iommufd] PASSED\r\n"
+        b"tests/vm/test_dma_irq_reset.py::test_hot_reset_is_seen_in_the_device[iommufd] "
+        b"qemu-system-x86_64: system/physmem.c:2678: iotlb_to_section: Assertion "
+        b"`section_index < d->map.sections_nb' failed.\r\n")
+
+
+def test_vm_run_finds_qemus_assertion_and_nothing_else():
+    vm_run = load("vm-run")
+    assert vm_run.emulator_abort(SEEN) == (
+        "qemu-system-x86_64: system/physmem.c:2678: iotlb_to_section: Assertion "
+        "`section_index < d->map.sections_nb' failed")
+    # QEMU's warnings about the guest's DMA faults, a guest's own assertion, a kernel panic
+    for other in (b"qemu-system-x86_64: vtd_iommu_translate: detected translation failure "
+                  b"(dev=00:0b:00, iova=0x200000)\n",
+                  b"python3: foo.c:12: main: Assertion `x' failed.\n",
+                  b"Kernel panic - not syncing: Fatal exception\n"):
+        assert vm_run.emulator_abort(other) is None, other
+
+
+def test_progress_keeps_the_last_outcome_and_the_test_left_running(tmp_path, monkeypatch):
+    monkeypatch.setenv("VFIOCTL_VM_WORKDIR", str(tmp_path))
+    progress.started("a")
+    progress.finished("a", "passed")
+    progress.started("b")
+    progress.finished("b", "failed")
+    progress.started("c")
+    with open(tmp_path / progress.NAME, "a") as f:
+        f.write('{"done": "c", "outc')  # cut short as the emulator died
+    assert progress.read(tmp_path / progress.NAME) == ({"a": "passed", "b": "failed"}, "c")
+    progress.started("c")  # the fresh VM runs it again
+    progress.finished("c", "passed")
+    progress.started("b")
+    progress.finished("b", "passed")
+    assert progress.read(tmp_path / progress.NAME) == (
+        {"a": "passed", "b": "passed", "c": "passed"}, None)
+    assert progress.counts({"a": "passed", "b": "failed", "c": "skipped", "d": "passed"}) == {
+        "passed": 2, "failed": 1, "skipped": 1}
+
+
+class FakeVMs:
+    """vm-run as vm-tests sees it: each boot runs the tests not in --vm-done, in order; QEMU
+    aborts while the test named in ``abort_in`` runs (once per entry)."""
+
+    def __init__(self, workdir: Path, tests: list[str], abort_in: list[str]):
+        self.workdir, self.tests, self.abort_in = workdir, tests, list(abort_in)
+        self.boots: list[list[str]] = []
+
+    def __call__(self, cmd, **kw):
+        done = set()
+        for arg in cmd:
+            if arg.startswith("--vm-done="):
+                done = set(Path(arg.split("=", 1)[1]).read_text().split())
+        ran = []
+        log = self.workdir / progress.NAME
+        for t in self.tests:
+            if t in done:
+                continue
+            ran.append(t)
+            with open(log, "a") as f:
+                f.write(json.dumps({"start": t}) + "\n")
+                if self.abort_in and self.abort_in[0] == t:
+                    self.abort_in.pop(0)
+                    (self.workdir / "emulator-abort.txt").write_text(
+                        "qemu-system-x86_64: x.c:1: f: Assertion `0' failed\n")
+                    self.boots.append(ran)
+                    return subprocess.CompletedProcess(cmd, 255)
+                f.write(json.dumps({"done": t, "outcome": "passed"}) + "\n")
+        (self.workdir / "junit-vm.xml").write_text(
+            f'<testsuites><testsuite tests="{len(ran)}" failures="0" errors="0" '
+            'skipped="0"/></testsuites>')
+        self.boots.append(ran)
+        return subprocess.CompletedProcess(cmd, 0)
+
+
+@pytest.fixture
+def vm_tests():
+    return load("vm-tests")
+
+
+def test_an_abort_reruns_the_test_it_hit_and_the_rest_once(tmp_path, vm_tests):
+    vms = FakeVMs(tmp_path, ["t1", "t2", "t3", "t4"], abort_in=["t3"])
+    rc, before, aborts = vm_tests.run_resuming(["vm-run"], tmp_path, "k", runner=vms)
+    assert vms.boots == [["t1", "t2", "t3"], ["t3", "t4"]]
+    assert rc == 0 and before == {"t1": "passed", "t2": "passed"}
+    assert len(aborts) == 1 and "during t3, 2 tests in" in aborts[0]
+    # the final count: the first VM's two and the second VM's junit (two), nothing twice
+    counts = vm_tests.junit_counts(tmp_path / "junit-vm.xml")
+    assert counts["passed"] + progress.counts(before)["passed"] == 4
+
+
+def test_two_aborts_in_one_test_stop_the_resuming(tmp_path, vm_tests):
+    vms = FakeVMs(tmp_path, ["t1", "t2", "t3"], abort_in=["t2", "t2"])
+    rc, before, aborts = vm_tests.run_resuming(["vm-run"], tmp_path, "k", runner=vms)
+    assert vms.boots == [["t1", "t2"], ["t2"]]
+    assert rc == 255 and len(aborts) == 2 and not (tmp_path / "junit-vm.xml").exists()
+
+
+def test_a_guest_failure_is_never_resumed(tmp_path, vm_tests):
+    calls = []
+
+    def guest_fails(cmd, **kw):  # the guest's own failure: no junit, no emulator line
+        calls.append(cmd)
+        (tmp_path / progress.NAME).write_text('{"start": "t1"}\n')
+        return subprocess.CompletedProcess(cmd, 255)
+
+    rc, before, aborts = vm_tests.run_resuming(["vm-run"], tmp_path, "k", runner=guest_fails)
+    assert len(calls) == 1 and rc == 255 and before == {} and aborts == []

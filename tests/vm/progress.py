@@ -1,0 +1,62 @@
+"""The VM suite's progress, written as it happens, so a run that QEMU itself ends can go on.
+
+Inside the guest, each test's start and its final outcome are appended to
+``$VFIOCTL_VM_WORKDIR/progress.jsonl`` (one JSON object a line, fsynced: the file is on the
+host, shared over 9p, and must hold every line written before the emulator died). On the host,
+``scripts/vm-tests`` reads it after QEMU aborted (an assertion in the emulator, not a guest
+failure): the tests that finished keep their outcomes, the one that was running is run again,
+and the rest run in a fresh VM, which is told the finished ones with ``--vm-done FILE``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+NAME = "progress.jsonl"
+
+
+def _append(entry: dict) -> None:
+    workdir = os.environ.get("VFIOCTL_VM_WORKDIR")
+    if not workdir:
+        return
+    fd = os.open(Path(workdir, NAME), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(entry) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def started(nodeid: str) -> None:
+    _append({"start": nodeid})
+
+
+def finished(nodeid: str, outcome: str) -> None:
+    """``outcome``: passed, failed or skipped."""
+    _append({"done": nodeid, "outcome": outcome})
+
+
+def read(path: Path) -> tuple[dict[str, str], str | None]:
+    """The outcomes of the tests that finished (nodeid -> outcome; a test run again after an
+    abort keeps its last one) and the test that had started last without finishing, if any."""
+    outcomes: dict[str, str] = {}
+    running = None
+    if not path.is_file():
+        return outcomes, None
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut short when the emulator died
+        if "start" in entry:
+            running = entry["start"]
+        elif "done" in entry:
+            outcomes[entry["done"]] = entry["outcome"]
+            if running == entry["done"]:
+                running = None
+    return outcomes, running
+
+
+def counts(outcomes: dict[str, str]) -> dict[str, int]:
+    return {k: sum(v == k for v in outcomes.values()) for k in ("passed", "failed", "skipped")}
