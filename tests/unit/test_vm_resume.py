@@ -134,3 +134,42 @@ def test_a_guest_failure_is_never_resumed(tmp_path, vm_tests):
 
     rc, before, aborts = vm_tests.run_resuming(["vm-run"], tmp_path, "k", runner=guest_fails)
     assert len(calls) == 1 and rc == 255 and before == {} and aborts == []
+
+
+def junit(path: Path, tests: int, failures: int = 0) -> None:
+    path.write_text(f'<testsuites><testsuite tests="{tests}" failures="{failures}" errors="0" '
+                    'skipped="0"/></testsuites>')
+
+
+def log(workdir: Path, *entries: dict) -> None:
+    with open(workdir / progress.NAME, "a") as f:
+        f.writelines(json.dumps(e) + "\n" for e in entries)
+
+
+def test_the_verdict_counts_each_vms_tests_once(tmp_path, vm_tests):
+    # resumed: four tests finished in the first VM (one failed), the fresh VM's junit has three
+    before = {"a": "passed", "b": "failed", "c": "passed", "d": "passed"}
+    junit(tmp_path / "junit-vm.xml", 3)
+    counts, problems = vm_tests.guest_counts(tmp_path, "k", 0, before, ["QEMU aborted ..."])
+    assert counts == {"passed": 6, "failed": 1, "skipped": 0} and problems == []
+
+
+def test_a_vm_that_ended_without_results_keeps_what_finished_and_names_the_test(tmp_path,
+                                                                                 vm_tests):
+    log(tmp_path, {"start": "a"}, {"done": "a", "outcome": "passed"},
+        {"start": "b"}, {"done": "b", "outcome": "failed"}, {"start": "c"})
+    (tmp_path / "output-tail.txt").write_text("c PASSED\n\nKernel panic - not syncing: x\n")
+    counts, problems = vm_tests.guest_counts(tmp_path, "k", 255, {}, [])
+    assert counts == {"passed": 1, "failed": 2, "skipped": 0}
+    assert problems == ["the guest wrote no results (vm-run exited 255) during c, 2 tests in; "
+                        "its last lines: c PASSED | Kernel panic - not syncing: x"]
+
+
+def test_aborts_that_stopped_the_resuming_count_the_log_once(tmp_path, vm_tests):
+    # three VMs: a passed in the first, b passed in the second, QEMU died in c in the last two
+    log(tmp_path, {"start": "a"}, {"done": "a", "outcome": "passed"}, {"start": "c"},
+        {"start": "b"}, {"done": "b", "outcome": "passed"}, {"start": "c"})
+    counts, problems = vm_tests.guest_counts(tmp_path, "k", 255, {"a": "passed"},
+                                             ["one", "two", "QEMU aborted during c"])
+    assert counts == {"passed": 2, "failed": 1, "skipped": 0}
+    assert problems == ["QEMU aborted during c; not booted again after 3 aborts"]
