@@ -173,3 +173,25 @@ def test_aborts_that_stopped_the_resuming_count_the_log_once(tmp_path, vm_tests)
                                              ["one", "two", "QEMU aborted during c"])
     assert counts == {"passed": 2, "failed": 1, "skipped": 0}
     assert problems == ["QEMU aborted during c; not booted again after 3 aborts"]
+
+
+# QEMU 10.0.2's monitor about a 7.3 guest sleeping in `sleep 1000` (abridged)
+MONITOR = """== info status
+VM status: running
+== info registers -a
+
+CPU#0
+RAX=0000000000000000 RBX=ffffffff81808f80 RCX=0000000000000046 RDX=0000000000000000
+RIP=ffffffff814761cf RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1
+ES =0000 0000000000000000 00000000 00000000
+
+CPU#1
+RAX=0000000000000000 RBX=ffffffff81808f80 RCX=0000000000000046 RDX=0000000000000000
+RIP=ffffffff81000123 RFL=00000046 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0
+"""
+
+
+def test_vm_run_sums_up_a_silent_guests_cpus():
+    assert load("vm-run").cpu_summary(MONITOR) == [
+        "VM status: running", "CPU0 RIP=ffffffff814761cf HLT=1 IF=1",
+        "CPU1 RIP=ffffffff81000123 HLT=0 IF=0"]
