@@ -91,7 +91,8 @@ for k in sys.argv[2:]:
                                                          "ok": False}
     aborts = s.get("emulator_aborts") or []
     print(f"vm[{s['kernel']}]: {s['passed']} passed, {s['failed']} failed"
-          + (f" (QEMU aborted {len(aborts)}x, resumed in a fresh VM)" if aborts else "")
+          + (f" (the emulator failed the VM {len(aborts)}x, resumed in a fresh VM)"
+             if aborts else "")
           + ("" if s["ok"] else "  <- FAILED"))
     # each kernel's problems again at the end, where a log cut to its tail still shows them
     for line in aborts + s.get("problems", []):

@@ -26,6 +26,19 @@ def load(script: str):
     return mod
 
 
+# the kernel log the guest's watchdog saved when an unbind of igbvf waited in rcu_barrier() on
+# 6.12 (seventh stop; abridged): CPU 1 idle in HLT, its timer never woke it
+STALL = """== kernel log (the end)
+[  725.329191] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:
+[  725.329322] rcu: 	1-...!: (0 ticks this GP) idle=6740/0/0x0 softirq=69538/69538 fqs=0
+[  725.329687] NMI backtrace for cpu 1 skipped: idling at default_idle+0x13/0x15
+[  725.329857] rcu: rcu_sched kthread timer wakeup didn't happen for 5251 jiffies! g140489 f0x0
+[  725.329902] rcu: 	Possible timer handling issue on cpu=1 timer-softirq=24599
+[  788.349817] rcu: rcu_sched kthread timer wakeup didn't happen for 15754 jiffies! g140489 f0x0
+[  788.349874] rcu: 	Possible timer handling issue on cpu=1 timer-softirq=24599
+"""
+
+
 # what the bed printed when QEMU 10.0.2 aborted on 6.12 (the sixth stop's full run)
 SEEN = (b"tests/vm/test_dma_irq_reset.py::test_hot_reset_behind_a_bridge[iommufd] PASSED\r\n"
         b"tests/vm/test_dma_irq_reset.py::test_hot_reset_is_seen_in_the_device[iommufd] "
@@ -70,9 +83,23 @@ class FakeVMs:
     """vm-run as vm-tests sees it: each boot runs the tests not in --vm-done, in order; QEMU
     aborts while the test named in ``abort_in`` runs (once per entry)."""
 
-    def __init__(self, workdir: Path, tests: list[str], abort_in: list[str]):
+    def __init__(self, workdir: Path, tests: list[str], abort_in: list[str],
+                 fault: str = "abort"):
         self.workdir, self.tests, self.abort_in = workdir, tests, list(abort_in)
+        self.fault = fault
         self.boots: list[list[str]] = []
+
+    def fail(self) -> None:
+        """What each kind of emulator failure leaves in the work directory."""
+        if self.fault == "abort":  # vm-run found QEMU's assertion
+            (self.workdir / "emulator-abort.txt").write_text(
+                "qemu-system-x86_64: x.c:1: f: Assertion `0' failed\n")
+        elif self.fault == "timer":  # the guest's watchdog, with the kernel's stall report
+            (self.workdir / "hang.json").write_text('{"test": "t", "limit_s": 300}')
+            (self.workdir / "hang.txt").write_text(STALL)
+        elif self.fault == "silent":  # vm-run killed a silent guest, its CPUs all halted
+            (self.workdir / "qemu-cpus.json").write_text(json.dumps(
+                [{"cpu": 0, "rip": "f", "halted": True, "interrupts": True}]))
 
     def __call__(self, cmd, **kw):
         done = set()
@@ -89,8 +116,7 @@ class FakeVMs:
                 f.write(json.dumps({"start": t}) + "\n")
                 if self.abort_in and self.abort_in[0] == t:
                     self.abort_in.pop(0)
-                    (self.workdir / "emulator-abort.txt").write_text(
-                        "qemu-system-x86_64: x.c:1: f: Assertion `0' failed\n")
+                    self.fail()
                     self.boots.append(ran)
                     return subprocess.CompletedProcess(cmd, 255)
                 f.write(json.dumps({"done": t, "outcome": "passed"}) + "\n")
@@ -172,7 +198,8 @@ def test_aborts_that_stopped_the_resuming_count_the_log_once(tmp_path, vm_tests)
     counts, problems = vm_tests.guest_counts(tmp_path, "k", 255, {"a": "passed"},
                                              ["one", "two", "QEMU aborted during c"])
     assert counts == {"passed": 2, "failed": 1, "skipped": 0}
-    assert problems == ["QEMU aborted during c; not booted again after 3 aborts"]
+    assert problems == ["the emulator failed the VM QEMU aborted during c; not booted again "
+                        "after 3 such failures"]
 
 
 # QEMU 10.0.2's monitor about a 7.3 guest sleeping in `sleep 1000` (abridged)
@@ -195,3 +222,36 @@ def test_vm_run_sums_up_a_silent_guests_cpus():
     assert load("vm-run").cpu_summary(MONITOR) == [
         "VM status: running", "CPU0 RIP=ffffffff814761cf HLT=1 IF=1",
         "CPU1 RIP=ffffffff81000123 HLT=0 IF=0"]
+
+
+@pytest.mark.parametrize("fault", ["abort", "timer", "silent"])
+def test_each_kind_of_emulator_failure_is_resumed_and_its_reports_kept(tmp_path, vm_tests,
+                                                                       fault):
+    vms = FakeVMs(tmp_path, ["t1", "t2", "t3"], abort_in=["t2"], fault=fault)
+    rc, before, aborts = vm_tests.run_resuming(["vm-run"], tmp_path, "k", runner=vms)
+    assert vms.boots == [["t1", "t2"], ["t2", "t3"]] and before == {"t1": "passed"}
+    assert rc == 0 and len(aborts) == 1 and aborts[0].startswith("during t2, 1 tests in, ")
+    # the first VM's reports set aside, none left where the last VM's would be read
+    left = {p.name for p in tmp_path.iterdir()}
+    assert not left & {"emulator-abort.txt", "hang.json", "hang.txt", "qemu-cpus.json"}
+    assert any(n.startswith("vm1-") for n in left)
+
+
+def test_what_the_emulator_is_blamed_for(tmp_path, vm_tests):
+    assert vm_tests.emulator_fault(tmp_path) is None
+    (tmp_path / "hang.json").write_text("{}")
+    (tmp_path / "hang.txt").write_text("[<0>] rcu_barrier+0x1d2/0x249\n")  # a plain hang
+    assert vm_tests.emulator_fault(tmp_path) is None
+    (tmp_path / "hang.txt").write_text(STALL)
+    assert vm_tests.emulator_fault(tmp_path) == (
+        "a CPU's timer interrupts stopped (the guest kernel: rcu_sched kthread timer wakeup "
+        "didn't happen for 5251 jiffies! g140489 f0x0; Possible timer handling issue on cpu=1)")
+    for f in ("hang.json", "hang.txt"):
+        (tmp_path / f).unlink()
+    cpus = tmp_path / "qemu-cpus.json"
+    for states, blamed in (([(True, True), (True, True)], True),
+                           ([(True, True), (False, True)], False),  # a CPU still running
+                           ([(True, False), (True, True)], False)):  # one stopped itself
+        cpus.write_text(json.dumps([{"cpu": i, "rip": "f", "halted": h, "interrupts": on}
+                                    for i, (h, on) in enumerate(states)]))
+        assert (vm_tests.emulator_fault(tmp_path) is not None) is blamed, states
