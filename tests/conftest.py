@@ -6,11 +6,11 @@
 - ``--headers DIR``: run the ``headers`` tests against the UAPI headers exported by the kernel
   build (scripts/test.sh passes the cached build's).
 - ``--vm-done FILE``: with ``--vm``, leave out the tests named in FILE, which finished in an
-  earlier VM of the same run that QEMU itself ended (scripts/vm-tests, tests/vm/progress.py).
+  earlier VM of the same run that the emulator failed (scripts/vm-tests, tests/vm/progress.py).
 - ``--after-vm DIR``: run tests/after_vm, the host-side checks of what a VM run left in DIR.
   A check marked ``after_guest(NAME)`` runs only if the guest ran a test named NAME (any
-  parametrisation) on that kernel, per DIR/junit-vm.xml and DIR/progress.jsonl; otherwise it is deselected and counted
-  (a kernel that lacks what the guest test needs makes nothing to check).
+  parametrisation) on that kernel, per DIR/junit-vm.xml and DIR/progress.jsonl; otherwise it is
+  deselected and counted (a kernel that lacks what the guest test needs makes nothing to check).
 Without these options, those tests are deselected, never skipped.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def pytest_addoption(parser):
     parser.addoption("--after-vm", metavar="DIR", help="a VM run's shared work directory")
     parser.addoption("--vm-done", metavar="FILE",
                      help="node ids (one a line) that finished in an earlier VM of this run: "
-                          "not run again (scripts/vm-tests, after QEMU aborted)")
+                          "not run again (scripts/vm-tests, after the emulator failed one)")
 
 
 def pytest_configure(config):
@@ -85,7 +85,7 @@ def _guest_tests_run(after_vm: str | None) -> set[str]:
         ran = {case.get("name", "").split("[")[0]
                for case in ET.parse(junit).getroot().iter("testcase")
                if case.find("skipped") is None}
-    # a run resumed after QEMU aborted: the tests of the earlier VMs are in its progress log
+    # a run resumed after the emulator failed a VM: the earlier VMs' tests are in the progress log
     done, _ = read(Path(after_vm) / NAME)
     return ran | {nodeid.split("::")[-1].split("[")[0]
                   for nodeid, outcome in done.items() if outcome != "skipped"}

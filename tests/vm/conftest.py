@@ -17,7 +17,7 @@ counted the same way (``mode:NAME``).
 
 Each test's start and outcome go to $VFIOCTL_VM_WORKDIR/progress.jsonl as they happen
 (tests/vm/progress.py); ``--vm-done FILE`` leaves out the tests that finished in an earlier VM
-of the run, which scripts/vm-tests boots again when QEMU itself aborted.
+of the run, which scripts/vm-tests boots again when the emulator failed it.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def pytest_collection_modifyitems(config, items):
     _report.update(features=have, modes=modes, deselected=dict(why), deselected_total=len(drop))
     done_file = config.getoption("--vm-done")
     if done_file:
-        # QEMU ended an earlier VM of this run: what finished there is not run again
+        # the emulator failed an earlier VM of this run: what finished there is not run again
         done = set(Path(done_file).read_text().splitlines())
         drop += [item for item in keep if item.nodeid in done]
         keep = [item for item in keep if item.nodeid not in done]
@@ -135,7 +135,7 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(deselected_line(_report))
     if _report.get("done_before"):
         terminalreporter.write_line(f"not run again: {_report['done_before']} tests that "
-                                    "finished in an earlier VM of this run (QEMU aborted)")
+                                    "finished in an earlier VM (the emulator failed it)")
 
 
 def _on_vfio(ids: str):

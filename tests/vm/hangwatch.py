@@ -27,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 
+import progress
+
 LIMIT = float(os.environ.get("VFIOCTL_TEST_HANG_S", "300"))
 RB_AUTOBOOT = 0x01234567
 
@@ -108,8 +110,8 @@ def _hung(nodeid: str, started: float) -> None:
                 "state\n" + "\n".join(stuck_tasks()))
         f.write("\n== kernel log (the end)\n" + "\n".join(kernel_log().splitlines()[-250:])
                 + "\n")
-    counts = {"passed": sum(v == "passed" for v in outcomes.values()),
-              "failed": sum(v == "failed" for v in outcomes.values()) + 1}
+    done = progress.counts(outcomes)
+    counts = {"passed": done["passed"], "failed": done["failed"] + 1}
     (workdir / "hang.json").write_text(json.dumps({"test": nodeid, "limit_s": LIMIT, **counts}))
     os.sync()
     # the test process cannot end while a task of it is blocked in the kernel: stop the guest

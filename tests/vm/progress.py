@@ -1,11 +1,11 @@
-"""The VM suite's progress, written as it happens, so a run that QEMU itself ends can go on.
+"""The VM suite's progress, written as it happens, so a run whose VM the emulator fails goes on.
 
 Inside the guest, each test's start and its final outcome are appended to
 ``$VFIOCTL_VM_WORKDIR/progress.jsonl`` (one JSON object a line, fsynced: the file is on the
 host, shared over 9p, and must hold every line written before the emulator died). On the host,
-``scripts/vm-tests`` reads it after QEMU aborted (an assertion in the emulator, not a guest
-failure): the tests that finished keep their outcomes, the one that was running is run again,
-and the rest run in a fresh VM, which is told the finished ones with ``--vm-done FILE``.
+``scripts/vm-tests`` reads it after the emulator failed the VM (vm-tests' emulator_fault, not a
+guest failure): the tests that finished keep their outcomes, the one that was running is run
+again, and the rest run in a fresh VM, which is told the finished ones with ``--vm-done FILE``.
 """
 from __future__ import annotations
 
