@@ -49,6 +49,9 @@ ONLY = [g for g in os.environ.get("BENCH_ONLY", ",".join(GROUPS)).split(",") if 
 if any(g not in GROUPS for g in ONLY):
     sys.exit(f"BENCH_ONLY: choose among {', '.join(GROUPS)}")
 IVSHMEM = "1af4:1110"
+#: the reference of the floor rows: the least a Python API can cost (a method call around the
+#: bare calls), measured in the same run as the other references
+FLOOR_METHOD = "a bare method (floor)"
 IOVA = 1 << 30
 
 ROWS: list[dict] = []
@@ -134,10 +137,31 @@ def register_rows(s, c: CRef) -> None:
             pwrite(fd, v.to_bytes(4, "little"), pos)
         return (time.perf_counter() - t) / n
 
+    class Bare:  # the floor: a method that does nothing but the reference's calls, unchecked
+        def read(self, offset, width=4):
+            return int.from_bytes(os.pread(fd, width, off + offset), "little")
+
+        def write(self, offset, value, width=4):
+            os.pwrite(fd, value.to_bytes(width, "little"), off + offset)
+
+    def floor_read():
+        rd, t = Bare().read, time.perf_counter()
+        for _ in range(n):
+            rd(reg, 4)
+        return (time.perf_counter() - t) / n
+
+    def floor_write():
+        wr, t = Bare().write, time.perf_counter()
+        for _ in range(n):
+            wr(reg, 0x5A5A5A5A, 4)
+        return (time.perf_counter() - t) / n
+
     compare("Region.read(off, 4)   (pread)", "os.pread + from_bytes", ours_read, py_read,
             "<= 1.3")
+    compare("Region.read(off, 4)   (pread)", FLOOR_METHOD, ours_read, floor_read)
     compare("Region.write(off, v, 4) (pwrite)", "os.pwrite + to_bytes", ours_write, py_write,
             "<= 1.3")
+    compare("Region.write(off, v, 4) (pwrite)", FLOOR_METHOD, ours_write, floor_write)
     compare("Region.read(off, 4)   (pread)", "C pread", ours_read,
             lambda: c.per_op("pread", fd, off + reg, n))
 
@@ -267,7 +291,23 @@ def map_rows(s, c: CRef) -> None:
             ioctl(fd, ru, un)
         return (time.perf_counter() - t) / n
 
+    class Bare:  # the floor: two methods that do nothing but the reference's ioctls
+        def map(self, buf, iova):
+            fcntl.ioctl(fd, rm, mp)
+
+        def unmap(self, iova):
+            fcntl.ioctl(fd, ru, un)
+
+    def floor():
+        bare = Bare()
+        map_, unmap, t = bare.map, bare.unmap, time.perf_counter()
+        for _ in range(n):
+            map_(mem, IOVA)
+            unmap(IOVA)
+        return (time.perf_counter() - t) / n
+
     compare("dma.map + dma.unmap 4 KiB", "fcntl.ioctl, prebuilt structs", ours, raw, "<= 1.3")
+    compare("dma.map + dma.unmap 4 KiB", "two bare methods (floor)", ours, floor)
     compare("dma.map + dma.unmap 4 KiB", "C ioctl", ours, lambda: c.per_op("map", *where, n))
 
     mem.close()
@@ -349,14 +389,64 @@ def open_row(bdf: str, mode: str, exe: Path) -> None:
         return (time.perf_counter() - t) / n
 
     c = CRef(exe, [])
+    iommu_type = IOMMU_TYPES["type1v2" if mode.endswith("v2") or mode.endswith("v2_iommu")
+                             else "type1"]
     if mode == "iommufd":
         args = ["open", "cdev", str(pci.cdev_path), n]
     else:
-        args = ["open", "group", f"/dev/vfio/{pci.iommu_group}", bdf,
-                IOMMU_TYPES["type1v2" if mode.endswith("v2") or mode.endswith("v2_iommu")
-                            else "type1"], n]
+        args = ["open", "group", f"/dev/vfio/{pci.iommu_group}", bdf, iommu_type, n]
+    bare = bare_open(bdf, mode, iommu_type)
+
+    def floor():
+        t = time.perf_counter()
+        for _ in range(n):
+            bare()
+        return (time.perf_counter() - t) / n
+
     compare(f"open + close session ({mode})", "C, same ioctls", ours,
             lambda: c.per_op(*args), "<= 1.2")
+    compare(f"open + close session ({mode})", "bare Python (floor)", ours, floor)
+
+
+def bare_open(bdf: str, mode: str, iommu_type: int):
+    """The floor of a session open in Python: C's syscalls (bench_ref.c's open_cdev and
+    open_group), after the sysfs reads that find the node from a PCI address (the driver link,
+    then the vfio-dev/ listing or the iommu_group link); no checks, no objects."""
+    sysdev = f"/sys/bus/pci/devices/{bdf}"
+    o, c, ioctl, rw = os.open, os.close, fcntl.ioctl, os.O_RDWR | os.O_CLOEXEC
+    readlink, listdir = os.readlink, os.listdir
+    if mode == "iommufd":
+        bind = uapi.vfio_device_bind_iommufd(argsz=ctypes.sizeof(uapi.vfio_device_bind_iommufd))
+        alloc = uapi.iommu_ioas_alloc(size=ctypes.sizeof(uapi.iommu_ioas_alloc))
+        attach = uapi.vfio_device_attach_iommufd_pt(
+            argsz=ctypes.sizeof(uapi.vfio_device_attach_iommufd_pt))
+
+        def cdev():
+            readlink(sysdev + "/driver")
+            name = listdir(sysdev + "/vfio-dev")[0]
+            d = o("/dev/vfio/devices/" + name, rw)
+            i = o("/dev/iommu", rw)
+            bind.iommufd = i
+            ioctl(d, uapi.VFIO_DEVICE_BIND_IOMMUFD, bind, True)
+            ioctl(i, uapi.IOMMU_IOAS_ALLOC, alloc, True)
+            attach.pt_id = alloc.out_ioas_id
+            ioctl(d, uapi.VFIO_DEVICE_ATTACH_IOMMUFD_PT, attach, True)
+            c(d)
+            c(i)
+        return cdev
+    name = ctypes.create_string_buffer(bdf.encode())
+
+    def group():
+        readlink(sysdev + "/driver")
+        g = readlink(sysdev + "/iommu_group").rpartition("/")[2]
+        k = o("/dev/vfio/vfio", rw)
+        gr = o("/dev/vfio/" + g, rw)
+        ioctl(gr, uapi.VFIO_GROUP_SET_CONTAINER, ctypes.c_int32(k), True)
+        ioctl(k, uapi.VFIO_SET_IOMMU, iommu_type)
+        c(ioctl(gr, uapi.VFIO_GROUP_GET_DEVICE_FD, name, True))
+        c(gr)
+        c(k)
+    return group
 
 
 def startup_row() -> None:

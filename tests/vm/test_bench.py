@@ -26,9 +26,10 @@ def test_bench_smoke_run(mode):
     rows = out["rows"]
     refs = {r["reference"] for r in rows if "reference" in r}
     assert {"C pread", "C load", "C memcpy", "C ioctl", "C, same ioctls",
-            "fcntl.ioctl, prebuilt structs"} <= refs
+            "fcntl.ioctl, prebuilt structs", "a bare method (floor)", "two bare methods (floor)",
+            "bare Python (floor)"} <= refs
     measured = [r for r in rows if "error" not in r]
-    assert len(measured) == 26, [r["operation"] for r in rows]  # every row, hugetlb included
+    assert len(measured) == 30, [r["operation"] for r in rows]  # every row, hugetlb included
     assert all(r["ratio"] > 0 and r["vfioctl_us"] > 0 for r in measured)
     assert driver_of(dev) == before
     assert Path("/proc/sys/vm/nr_hugepages").read_text() == hugepages
