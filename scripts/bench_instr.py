@@ -43,6 +43,7 @@ N = int(os.environ.get("BENCH_N", "5000"))
 
 def run(row: str, n: int) -> None:
     from vfioctl import iommufd, uapi
+    from vfioctl.fd import FdOwner
     from vfioctl.iova import DmaSpace, Mapping, buffer_address
 
     r, _w = os.pipe()
@@ -51,13 +52,14 @@ def run(row: str, n: int) -> None:
     addr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
     iova = 1 << 30
 
-    class Fd:  # the iommufd the IOAS believes it has
-        fd, path, closed = r, "/dev/iommu", False
+    fd = iommufd.IommuFD.__new__(iommufd.IommuFD)  # the IOAS's iommufd: the pipe's read end
+    FdOwner.__init__(fd, r, "/dev/iommu")
+    fd._ioases = []
 
     iommufd._IOAS_MAP = iommufd._IOAS_UNMAP = req
     ioas = iommufd.IOAS.__new__(iommufd.IOAS)
     DmaSpace.__init__(ioas)
-    ioas.iommufd, ioas.id, ioas.label, ioas._destroyed = Fd(), 1, "IOAS 1", False
+    ioas.iommufd, ioas.id, ioas._destroyed = fd, 1, False
     mp = uapi.iommu_ioas_map(size=ctypes.sizeof(uapi.iommu_ioas_map), ioas_id=1, user_va=addr,
                              length=4096, iova=iova)
     un = uapi.iommu_ioas_unmap(size=ctypes.sizeof(uapi.iommu_ioas_unmap), ioas_id=1, iova=iova,

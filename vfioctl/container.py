@@ -49,7 +49,7 @@ class Group(FdOwner):
 
     def status(self) -> int:
         arg = uapi.vfio_group_status()
-        ioctl(self.fd, uapi.VFIO_GROUP_GET_STATUS, arg, op="VFIO_GROUP_GET_STATUS",
+        ioctl(self._fd, uapi.VFIO_GROUP_GET_STATUS, arg, op="VFIO_GROUP_GET_STATUS",
               path=self.path)
         return arg.flags
 
@@ -59,12 +59,12 @@ class Group(FdOwner):
 
     def set_container(self, container: Container) -> None:
         arg = ctypes.c_int32(container.fd)
-        ioctl(self.fd, uapi.VFIO_GROUP_SET_CONTAINER, arg, op="VFIO_GROUP_SET_CONTAINER",
+        ioctl(self._fd, uapi.VFIO_GROUP_SET_CONTAINER, arg, op="VFIO_GROUP_SET_CONTAINER",
               path=self.path)
         self.container = container
 
     def unset_container(self) -> None:
-        ioctl(self.fd, uapi.VFIO_GROUP_UNSET_CONTAINER, 0, op="VFIO_GROUP_UNSET_CONTAINER",
+        ioctl(self._fd, uapi.VFIO_GROUP_UNSET_CONTAINER, 0, op="VFIO_GROUP_UNSET_CONTAINER",
               path=self.path)
         self.container = None
 
@@ -72,7 +72,7 @@ class Group(FdOwner):
         """VFIO_GROUP_GET_DEVICE_FD: a new fd of the device ``name`` (``"BDF"``, or
         ``"BDF vf_token=UUID"``)."""
         buf = ctypes.create_string_buffer(name.encode())
-        return ioctl(self.fd, uapi.VFIO_GROUP_GET_DEVICE_FD, buf,
+        return ioctl(self._fd, uapi.VFIO_GROUP_GET_DEVICE_FD, buf,
                      op=f"VFIO_GROUP_GET_DEVICE_FD({name})", path=self.path)
 
     def _teardown(self) -> None:
@@ -93,24 +93,24 @@ class Container(FdOwner, DmaSpace):
         self.iommu_type: int | None = None
 
     def api_version(self) -> int:
-        return ioctl(self.fd, uapi.VFIO_GET_API_VERSION, 0, op="VFIO_GET_API_VERSION",
+        return ioctl(self._fd, uapi.VFIO_GET_API_VERSION, 0, op="VFIO_GET_API_VERSION",
                      path=self.path)
 
     def check_extension(self, ext: int) -> bool:
-        return bool(ioctl(self.fd, uapi.VFIO_CHECK_EXTENSION, ext, op="VFIO_CHECK_EXTENSION",
+        return bool(ioctl(self._fd, uapi.VFIO_CHECK_EXTENSION, ext, op="VFIO_CHECK_EXTENSION",
                           path=self.path))
 
     def set_iommu(self, iommu_type: int) -> None:
-        ioctl(self.fd, uapi.VFIO_SET_IOMMU, iommu_type, op="VFIO_SET_IOMMU", path=self.path)
+        ioctl(self._fd, uapi.VFIO_SET_IOMMU, iommu_type, op="VFIO_SET_IOMMU", path=self.path)
         self.iommu_type = iommu_type
 
     def info(self) -> Type1Info:
         """VFIO_IOMMU_GET_INFO: page sizes and the capability chain (IOVA ranges, DMA limit)."""
         head = uapi.vfio_iommu_type1_info()
-        ioctl(self.fd, uapi.VFIO_IOMMU_GET_INFO, head, op="VFIO_IOMMU_GET_INFO", path=self.path)
+        ioctl(self._fd, uapi.VFIO_IOMMU_GET_INFO, head, op="VFIO_IOMMU_GET_INFO", path=self.path)
         buf = bytearray(max(head.argsz, ctypes.sizeof(head)))
         buf[: ctypes.sizeof(head)] = bytes(uapi.vfio_iommu_type1_info(argsz=len(buf)))
-        ioctl(self.fd, uapi.VFIO_IOMMU_GET_INFO, buf, op="VFIO_IOMMU_GET_INFO", path=self.path)
+        ioctl(self._fd, uapi.VFIO_IOMMU_GET_INFO, buf, op="VFIO_IOMMU_GET_INFO", path=self.path)
         head = uapi.vfio_iommu_type1_info.from_buffer_copy(buf)
         ranges, avail, cap_ids = None, None, []
         first = head.cap_offset if head.flags & uapi.VFIO_IOMMU_INFO_CAPS else 0
@@ -151,7 +151,7 @@ class Container(FdOwner, DmaSpace):
         arg.iova = iova
         arg.size = length
         try:
-            ioctl_filled(self.fd, _MAP_DMA, arg, "VFIO_IOMMU_MAP_DMA", self.path)
+            ioctl_filled(self._fd, _MAP_DMA, arg, "VFIO_IOMMU_MAP_DMA", self.path)
         finally:
             self._map_args.append(arg)
 
@@ -163,7 +163,7 @@ class Container(FdOwner, DmaSpace):
         arg.iova = iova
         arg.size = length
         try:
-            ioctl_filled(self.fd, _UNMAP_DMA, arg, "VFIO_IOMMU_UNMAP_DMA", self.path)
+            ioctl_filled(self._fd, _UNMAP_DMA, arg, "VFIO_IOMMU_UNMAP_DMA", self.path)
             return arg.size
         finally:
             self._unmap_args.append(arg)

@@ -202,7 +202,7 @@ class Device(FdOwner):
         if fd is None:
             fd = open_node(path, "the VFIO device", missing_hint=(
                 "bind the device to vfio-pci first; then the kernel makes its cdev"))
-        super().__init__(fd, path)
+        FdOwner.__init__(self, fd, path)  # not super(), whose object a session open pays for
         self.bdf = bdf
         self.devid: int | None = None
         self.attached_pt: int | None = None
@@ -440,18 +440,20 @@ class Device(FdOwner):
         return bool(cmd & PCI_COMMAND_MASTER)
 
     def _teardown(self) -> None:
-        for irq in reversed(list(self._irqs)):
-            try:
-                irq.close()
-            except KernelError:
-                pass  # the fd closing releases them anyway
-        for reg in reversed(self._regions):
-            reg.close()
-        self._regions.clear()
+        if self._irqs:
+            for irq in reversed(list(self._irqs)):
+                try:
+                    irq.close()
+                except KernelError:
+                    pass  # the fd closing releases them anyway
+        if self._regions:
+            for reg in reversed(self._regions):
+                reg.close()
+            self._regions.clear()
         self._config = None
 
     def _ioctl(self, request: int, arg, op: str) -> None:
-        ioctl(self.fd, request, arg, op=op, path=self.path)
+        ioctl(self._fd, request, arg, op=op, path=self.path)  # closed (-1): the seam says so
 
 
 # --- regions -------------------------------------------------------------------------------------

@@ -72,6 +72,11 @@ class EnvironmentProblem(VfioctlError):
     """The machine cannot do this: no /dev/iommu, no permission, device not on vfio-pci ..."""
 
 
+def closed_error(path: str | None) -> EnvironmentProblem:
+    """The use of an fd that vfioctl closed (its owner keeps -1 in its place)."""
+    return EnvironmentProblem(f"{path} is closed", op="use", path=path, hint="open it again")
+
+
 class DeviceNotFound(UsageError):
     pass
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 
-from .errors import EnvironmentProblem, KernelError
+from .errors import EnvironmentProblem, KernelError, closed_error
 
 
 def permission_hint(path: str) -> str:
@@ -53,9 +53,10 @@ class FdOwner:
 
     @property
     def fd(self) -> int:
+        """The fd; the "closed" error once closed. (vfioctl's own ioctls pass ``_fd`` to the
+        seam, which turns the kernel's EBADF on -1 into the same error.)"""
         if self._fd < 0:
-            raise EnvironmentProblem(f"{self.path} is closed", op="use", path=self.path,
-                                     hint="open it again")
+            raise closed_error(self.path)
         return self._fd
 
     def fileno(self) -> int:
@@ -84,6 +85,8 @@ class FdOwner:
         self.close()
 
     def __del__(self):
+        if self._fd < 0:  # closed (the usual case): no call into close()
+            return
         try:
             self.close()
         except Exception:

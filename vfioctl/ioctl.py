@@ -2,7 +2,9 @@
 the kernel's selftest library pairs ``__fn`` (returns -errno) with ``fn`` (asserts):
 
 - ``ioctl(fd, request, arg, op=..., path=...)`` raises KernelError naming the operation, the path
-  and the errno; returns the ioctl's return value.
+  and the errno; returns the ioctl's return value. On fd -1, which an fd owner keeps once
+  closed (fcntl refuses it with ValueError before any syscall), it raises the owner's "closed"
+  error instead: the owners pass ``_fd`` and skip their ``fd`` property's call.
 - ``try_ioctl(fd, request, arg)`` never raises for a kernel refusal: it returns the ioctl's return
   value (>= 0) or ``-errno``. ``fill=False`` sends the struct exactly as given (``probe`` sends
   bad ``argsz`` values on purpose).
@@ -15,9 +17,10 @@ behaviour is proven in the VM.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 
-from .errors import KernelError
+from .errors import KernelError, closed_error
 
 #: the raw syscall; unit tests may replace it
 _sys_ioctl = fcntl.ioctl
@@ -57,6 +60,10 @@ def try_ioctl(fd: int, request: int, arg=0, *, fill: bool = True) -> int:
         return _sys_ioctl(fd, request, arg, True)
     except OSError as exc:
         return -exc.errno
+    except ValueError:  # fcntl's refusal of a negative fd, as the kernel would refuse it
+        if fd < 0:
+            return -errno.EBADF
+        raise
 
 
 def ioctl(fd: int, request: int, arg=0, *, op: str, path: str | None = None) -> int:
@@ -64,10 +71,20 @@ def ioctl(fd: int, request: int, arg=0, *, op: str, path: str | None = None) -> 
     try:
         if type(arg) is int:
             return _sys_ioctl(fd, request, arg)
-        _fill_size(arg)
+        # _fill_size inlined: every ioctl of a session open comes through here
+        try:
+            field, size = _SIZE_FIELD[type(arg)]
+        except KeyError:
+            field, size = _size_field(type(arg))
+        if field is not None and not getattr(arg, field):
+            setattr(arg, field, size)
         return _sys_ioctl(fd, request, arg, True)
     except OSError as exc:
         raise KernelError(op, exc.errno, path) from None
+    except ValueError:  # fcntl's refusal of a negative fd: the -1 of a closed owner
+        if fd < 0:
+            raise closed_error(path) from None
+        raise
 
 
 def ioctl_filled(fd: int, request: int, arg, op: str, path: str | None) -> int:
@@ -78,3 +95,7 @@ def ioctl_filled(fd: int, request: int, arg, op: str, path: str | None) -> int:
         return _sys_ioctl(fd, request, arg, True)
     except OSError as exc:
         raise KernelError(op, exc.errno, path) from None
+    except ValueError:  # fcntl's refusal of a negative fd: the -1 of a closed owner
+        if fd < 0:
+            raise closed_error(path) from None
+        raise

@@ -34,11 +34,15 @@ class IOAS(DmaSpace):
     """An IO address space of an IommuFD. Mappings are tracked and unmapped on close."""
 
     def __init__(self, iommufd: IommuFD, ioas_id: int):
-        super().__init__()
+        DmaSpace.__init__(self)
         self.iommufd = iommufd
         self.id = ioas_id
-        self.label = f"IOAS {ioas_id}"
         self._destroyed = False
+
+    @property
+    def label(self) -> str:
+        """How error messages name it (made when one is, not with every IOAS)."""
+        return f"IOAS {self.id}"
 
     def iova_ranges(self) -> tuple[list[IovaRange], int]:
         """The IOVA ranges the IOAS allows now, and the required IOVA alignment."""
@@ -69,7 +73,7 @@ class IOAS(DmaSpace):
         arg.iova = iova
         fd = self.iommufd
         try:
-            ioctl_filled(fd.fd, _IOAS_MAP, arg, "IOMMU_IOAS_MAP", fd.path)
+            ioctl_filled(fd._fd, _IOAS_MAP, arg, "IOMMU_IOAS_MAP", fd.path)
         finally:
             self._map_args.append(arg)
 
@@ -82,7 +86,7 @@ class IOAS(DmaSpace):
         arg.length = length
         fd = self.iommufd
         try:
-            ioctl_filled(fd.fd, _IOAS_UNMAP, arg, "IOMMU_IOAS_UNMAP", fd.path)
+            ioctl_filled(fd._fd, _IOAS_UNMAP, arg, "IOMMU_IOAS_UNMAP", fd.path)
             return arg.length
         finally:
             self._unmap_args.append(arg)
@@ -97,7 +101,7 @@ class IOAS(DmaSpace):
         if self._destroyed:
             return
         self._destroyed = True
-        if self.iommufd.closed:
+        if self.iommufd._fd < 0:  # closed (its ``closed``, without the property's call)
             self._maps.clear()
             return
         try:
@@ -120,7 +124,7 @@ class IOAS(DmaSpace):
         self.close()
 
     def _ioctl(self, request: int, arg, op: str) -> None:
-        ioctl(self.iommufd.fd, request, arg, op=op, path=self.iommufd.path)
+        ioctl(self.iommufd._fd, request, arg, op=op, path=self.iommufd.path)
 
     def __repr__(self) -> str:
         return f"<IOAS {self.id} of {self.iommufd.path}, {len(self._maps)} mappings>"
@@ -132,25 +136,25 @@ class IommuFD(FdOwner):
     def __init__(self, path: str = IOMMU_PATH):
         fd = open_node(path, "the iommufd node", missing_hint=(
             "the kernel needs CONFIG_IOMMUFD (modprobe iommufd); `vfioctl doctor` checks this"))
-        super().__init__(fd, path)
+        FdOwner.__init__(self, fd, path)  # not super(), whose object a session open pays for
         self._ioases: list[IOAS] = []
 
     def alloc_ioas(self) -> IOAS:
         arg = uapi.iommu_ioas_alloc()
-        ioctl(self.fd, uapi.IOMMU_IOAS_ALLOC, arg, op="IOMMU_IOAS_ALLOC", path=self.path)
+        ioctl(self._fd, uapi.IOMMU_IOAS_ALLOC, arg, op="IOMMU_IOAS_ALLOC", path=self.path)
         ioas = IOAS(self, arg.out_ioas_id)
         self._ioases.append(ioas)
         return ioas
 
     def destroy(self, object_id: int) -> None:
         arg = uapi.iommu_destroy(id=object_id)
-        ioctl(self.fd, uapi.IOMMU_DESTROY, arg, op="IOMMU_DESTROY", path=self.path)
+        ioctl(self._fd, uapi.IOMMU_DESTROY, arg, op="IOMMU_DESTROY", path=self.path)
 
     def hw_info(self, devid: int) -> HwInfo:
         data = uapi.iommu_hw_info_vtd()
         arg = uapi.iommu_hw_info(dev_id=devid, data_len=ctypes.sizeof(data),
                                  data_uptr=ctypes.addressof(data))
-        ioctl(self.fd, uapi.IOMMU_GET_HW_INFO, arg, op="IOMMU_GET_HW_INFO", path=self.path)
+        ioctl(self._fd, uapi.IOMMU_GET_HW_INFO, arg, op="IOMMU_GET_HW_INFO", path=self.path)
         vtd = arg.out_data_type == uapi.IOMMU_HW_INFO_TYPE_INTEL_VTD
         return HwInfo(arg.out_data_type, arg.out_capabilities, arg.out_max_pasid_log2,
                       data.cap_reg if vtd else None, data.ecap_reg if vtd else None)
@@ -158,7 +162,7 @@ class IommuFD(FdOwner):
     def alloc_hwpt(self, devid: int, pt_id: int, flags: int = 0) -> int:
         """IOMMU_HWPT_ALLOC of a paging domain for ``devid`` backed by IOAS ``pt_id``."""
         arg = uapi.iommu_hwpt_alloc(flags=flags, dev_id=devid, pt_id=pt_id)
-        ioctl(self.fd, uapi.IOMMU_HWPT_ALLOC, arg, op="IOMMU_HWPT_ALLOC", path=self.path)
+        ioctl(self._fd, uapi.IOMMU_HWPT_ALLOC, arg, op="IOMMU_HWPT_ALLOC", path=self.path)
         return arg.out_hwpt_id
 
     def _forget(self, ioas: IOAS) -> None:

@@ -83,21 +83,17 @@ class PciDevice:
         # makes one of these)
         d = self.__dict__
         d["bdf"], d["sysfs"], d["devfs"] = bdf, sysfs, devfs
+        #: the sysfs directory and the devfs root as strings, made once: the live properties
+        #: join attribute names to them (a session open reads several, and a pathlib join
+        #: costs more than the syscall); here rather than on first use, which cost a
+        #: descriptor call each
+        d["sysfs_dir"] = f"{sysfs}/bus/pci/devices/{bdf}"
+        d["devfs_dir"] = str(devfs)
 
     @_once
     def path(self) -> Path:
         """The device's sysfs directory."""
         return self.sysfs / "bus/pci/devices" / self.bdf
-
-    @_once
-    def sysfs_dir(self) -> str:
-        """``path`` as a string, made once: the live properties join attribute names to it
-        (a session open reads several, and a pathlib join costs more than the syscall)."""
-        return f"{self.sysfs}/bus/pci/devices/{self.bdf}"
-
-    @_once
-    def devfs_dir(self) -> str:
-        return str(self.devfs)
 
     def exists(self) -> bool:
         return os.path.exists(self.sysfs_dir)

@@ -85,6 +85,28 @@ def test_seam_fills_argsz_and_names_the_failure(monkeypatch):
     assert str(exc.value) == "VFIO_DEVICE_GET_INFO on /dev/x failed: EINVAL (Invalid argument)"
 
 
+def test_seam_on_a_closed_owners_fd_says_closed():
+    """An fd owner keeps -1 once closed and passes it to the seam as it is: the host kernel's
+    EBADF on -1 comes out as the owner's "closed" error (op ``use``, the path), not as a failed
+    ioctl; the errno-returning form returns -EBADF; a real fd's EBADF stays a KernelError."""
+    from vfioctl.errors import EnvironmentProblem
+    arg = uapi.vfio_device_info()
+    for call in (lambda: seam.ioctl(-1, uapi.VFIO_DEVICE_GET_INFO, arg, op="X", path="/dev/x"),
+                 lambda: seam.ioctl_filled(-1, uapi.VFIO_DEVICE_GET_INFO, arg, "X", "/dev/x"),
+                 lambda: seam.ioctl(-1, uapi.VFIO_SET_IOMMU, 3, op="X", path="/dev/x")):
+        with pytest.raises(EnvironmentProblem) as exc:
+            call()
+        assert str(exc.value) == "/dev/x is closed"
+        assert (exc.value.op, exc.value.path, exc.value.errno) == ("use", "/dev/x", None)
+        assert exc.value.hint == "open it again"
+    assert seam.try_ioctl(-1, uapi.VFIO_DEVICE_GET_INFO, arg) == -errno.EBADF
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)  # a number that is no open fd: the kernel's EBADF, named as such
+    with pytest.raises(KernelError, match="EBADF"):
+        seam.ioctl(r, uapi.VFIO_DEVICE_GET_INFO, arg, op="X", path="/dev/x")
+
+
 def test_buffer_address_rejects_readonly_and_misaligned():
     from vfioctl.iommufd import buffer_address
     with pytest.raises(UsageError, match="read-only"):

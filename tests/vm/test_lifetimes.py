@@ -60,6 +60,28 @@ def test_cycles_and_failures_leak_no_fds_or_mappings(edu, mode):
     assert resources() == before
 
 
+def test_use_after_close_says_closed(edu, mode):
+    """After a session closed, what its objects do says "... is closed" naming the node (the
+    owners hand their -1 to the seam, which turns the kernel's EBADF into that error): the
+    device's ioctls, the DMA space's map and ranges; and a buffer that failed to map is not
+    left exported (its mmap closes)."""
+    import mmap
+
+    from vfioctl.errors import EnvironmentProblem
+    s = vfioctl.open(edu, iommu_mode=mode)
+    dev, dma = s.device, s.dma
+    dma_path = (s.iommufd or s.container).path
+    s.close()
+    mem = mmap.mmap(-1, 4096)
+    for call, path in ((dev.info, dev.path), (lambda: dev.region_info("bar0"), dev.path),
+                       (lambda: dma.map(mem, 1 << 30), dma_path),
+                       (dma.iova_ranges, dma_path)):
+        with pytest.raises(EnvironmentProblem) as exc:
+            call()
+        assert str(exc.value) == f"{path} is closed" and exc.value.op == "use"
+    mem.close()  # BufferError if the failed map had kept its export
+
+
 def _rss_kib() -> int:
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
