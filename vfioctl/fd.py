@@ -46,6 +46,9 @@ class FdOwner:
     """Owns ``fd``; closes it once. Subclasses override ``_teardown`` for what goes first."""
 
     path: str
+    #: -1: closed, or never opened (an owner whose __init__ failed before it had an fd, which
+    #: __del__ still sees)
+    _fd = -1
 
     def __init__(self, fd: int, path: str):
         self._fd = fd

@@ -71,13 +71,7 @@ def ioctl(fd: int, request: int, arg=0, *, op: str, path: str | None = None) -> 
     try:
         if type(arg) is int:
             return _sys_ioctl(fd, request, arg)
-        # _fill_size inlined: every ioctl of a session open comes through here
-        try:
-            field, size = _SIZE_FIELD[type(arg)]
-        except KeyError:
-            field, size = _size_field(type(arg))
-        if field is not None and not getattr(arg, field):
-            setattr(arg, field, size)
+        _fill_size(arg)
         return _sys_ioctl(fd, request, arg, True)
     except OSError as exc:
         raise KernelError(op, exc.errno, path) from None

@@ -83,12 +83,20 @@ class PciDevice:
         # makes one of these)
         d = self.__dict__
         d["bdf"], d["sysfs"], d["devfs"] = bdf, sysfs, devfs
-        #: the sysfs directory and the devfs root as strings, made once: the live properties
-        #: join attribute names to them (a session open reads several, and a pathlib join
-        #: costs more than the syscall); here rather than on first use, which cost a
-        #: descriptor call each
+        # sysfs_dir and devfs_dir made here (a descriptor call each saved on a session open);
+        # a subclass whose own dataclass __init__ replaces this one gets them on first use
         d["sysfs_dir"] = f"{sysfs}/bus/pci/devices/{bdf}"
         d["devfs_dir"] = str(devfs)
+
+    @_once
+    def sysfs_dir(self) -> str:
+        """``path`` as a string, made once: the live properties join attribute names to it
+        (a session open reads several, and a pathlib join costs more than the syscall)."""
+        return f"{self.sysfs}/bus/pci/devices/{self.bdf}"
+
+    @_once
+    def devfs_dir(self) -> str:
+        return str(self.devfs)
 
     @_once
     def path(self) -> Path:

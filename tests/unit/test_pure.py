@@ -753,3 +753,38 @@ def test_the_mode_asked_for_follows_the_environment_as_it_changes(monkeypatch):
         choose_mode(None, PciDevice("0000:00:01.0"))
     monkeypatch.delenv("VFIOCTL_IOMMU_MODE")
     assert requested_mode(None) == "auto"
+
+
+def test_a_dataclass_subclass_of_pcidevice_has_its_directories():
+    """A subclass made a dataclass gets a generated __init__ in place of PciDevice's: its
+    directory strings come on first use (the harness of test_modes subclasses it so)."""
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    from vfioctl.pci import PciDevice
+
+    @dataclass(frozen=True)
+    class Sub(PciDevice):
+        pass
+
+    for dev in (Sub("0000:00:0b.0", Path("/x/sys"), Path("/x/dev")),
+                PciDevice("0000:00:0b.0", Path("/x/sys"), Path("/x/dev"))):
+        assert dev.sysfs_dir == "/x/sys/bus/pci/devices/0000:00:0b.0"
+        assert dev.devfs_dir == "/x/dev"
+
+
+def test_an_fd_owner_whose_init_failed_finalises_quietly(monkeypatch):
+    """An owner whose __init__ raised before it had an fd (a node that would not open) is
+    finalised without an exception of its own."""
+    import gc
+    import sys
+
+    from vfioctl.container import Group
+    from vfioctl.errors import VfioctlError
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    with pytest.raises(VfioctlError):
+        Group(999999, "/nonexistent-devfs")
+    gc.collect()
+    assert seen == []
