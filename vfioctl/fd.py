@@ -57,7 +57,7 @@ class FdOwner:
     @property
     def fd(self) -> int:
         """The fd; the "closed" error once closed. (vfioctl's own ioctls pass ``_fd`` to the
-        seam, which turns the kernel's EBADF on -1 into the same error.)"""
+        seam, which turns fcntl's refusal of -1 into the same error.)"""
         if self._fd < 0:
             raise closed_error(self.path)
         return self._fd
