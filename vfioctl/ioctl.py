@@ -50,6 +50,13 @@ def _fill_size(arg) -> None:
         setattr(arg, field, size)
 
 
+def _refused(exc: ValueError, fd: int, path: str | None) -> Exception:
+    """What the raising forms raise for fcntl's ValueError: on a negative fd (the -1 a closed
+    owner keeps; fcntl refuses it before any syscall) the owner's "closed" error, else the
+    ValueError itself."""
+    return closed_error(path) if fd < 0 else exc
+
+
 def try_ioctl(fd: int, request: int, arg=0, *, fill: bool = True) -> int:
     """Issue ``request``; its return value, or ``-errno`` if the kernel refused it."""
     try:
@@ -75,10 +82,8 @@ def ioctl(fd: int, request: int, arg=0, *, op: str, path: str | None = None) -> 
         return _sys_ioctl(fd, request, arg, True)
     except OSError as exc:
         raise KernelError(op, exc.errno, path) from None
-    except ValueError:  # fcntl's refusal of a negative fd: the -1 of a closed owner
-        if fd < 0:
-            raise closed_error(path) from None
-        raise
+    except ValueError as exc:
+        raise _refused(exc, fd, path) from None
 
 
 def ioctl_filled(fd: int, request: int, arg, op: str, path: str | None) -> int:
@@ -89,7 +94,5 @@ def ioctl_filled(fd: int, request: int, arg, op: str, path: str | None) -> int:
         return _sys_ioctl(fd, request, arg, True)
     except OSError as exc:
         raise KernelError(op, exc.errno, path) from None
-    except ValueError:  # fcntl's refusal of a negative fd: the -1 of a closed owner
-        if fd < 0:
-            raise closed_error(path) from None
-        raise
+    except ValueError as exc:
+        raise _refused(exc, fd, path) from None

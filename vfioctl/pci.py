@@ -55,6 +55,11 @@ def _link_name(path: str | Path) -> str | None:
         return None
 
 
+def _device_dir(sysfs, bdf: str) -> str:
+    """A PCI function's sysfs directory as a string."""
+    return f"{sysfs}/bus/pci/devices/{bdf}"
+
+
 class _once:
     """A property computed on first use and kept in the instance (functools.cached_property
     without the lock it takes on Python 3.11: a session open makes a PciDevice each time)."""
@@ -85,14 +90,14 @@ class PciDevice:
         d["bdf"], d["sysfs"], d["devfs"] = bdf, sysfs, devfs
         # sysfs_dir and devfs_dir made here (a descriptor call each saved on a session open);
         # a subclass whose own dataclass __init__ replaces this one gets them on first use
-        d["sysfs_dir"] = f"{sysfs}/bus/pci/devices/{bdf}"
+        d["sysfs_dir"] = _device_dir(sysfs, bdf)
         d["devfs_dir"] = str(devfs)
 
     @_once
     def sysfs_dir(self) -> str:
         """``path`` as a string, made once: the live properties join attribute names to it
         (a session open reads several, and a pathlib join costs more than the syscall)."""
-        return f"{self.sysfs}/bus/pci/devices/{self.bdf}"
+        return _device_dir(self.sysfs, self.bdf)
 
     @_once
     def devfs_dir(self) -> str:

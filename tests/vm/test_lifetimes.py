@@ -62,7 +62,7 @@ def test_cycles_and_failures_leak_no_fds_or_mappings(edu, mode):
 
 def test_use_after_close_says_closed(edu, mode):
     """After a session closed, what its objects do says "... is closed" naming the node (the
-    owners hand their -1 to the seam, which turns the kernel's EBADF into that error): the
+    owners hand their -1 to the seam, which turns fcntl's refusal of it into that error): the
     device's ioctls, the DMA space's map and ranges; and a buffer that failed to map is not
     left exported (its mmap closes)."""
     import mmap
