@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -465,15 +466,26 @@ def startup_row() -> None:
             run([sys.executable, "-c", "import click"]), "<= 1.5")
 
 
-def main() -> int:
+@contextmanager
+def ivshmem_on_vfio_pci():
+    """ivshmem's PCI address, bound to vfio-pci for the block; after it, the device goes back
+    to the driver it had and the hugepage pool to its size."""
     bdf = discovery.list_devices(IVSHMEM)[0].bdf
     dev = PciDevice(bdf)
     was = dev.driver
+    binding.ensure_vfio_driver(dev)  # a kernel with vfio-pci as a module (Debian's)
+    binding.move_to(dev, "vfio-pci")
+    try:
+        yield bdf
+    finally:
+        HUGEPAGES.write_text(HUGEPAGES_WERE)
+        binding.return_to(dev, was)
+
+
+def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vfioctl-bench-") as work:
         exe = build_c(Path(work))
-        binding.ensure_vfio_driver(dev)  # a kernel with vfio-pci as a module (Debian's)
-        binding.move_to(dev, "vfio-pci")
-        try:
+        with ivshmem_on_vfio_pci() as bdf:
             with vfioctl.open(bdf) as s:
                 mode = s.iommu_mode
                 say(f"ivshmem {bdf}, mode {mode}, {os.uname().release}: N={N}, {ROUNDS} rounds "
@@ -490,9 +502,6 @@ def main() -> int:
                 open_row(bdf, mode, exe)
             if "startup" in ONLY:
                 startup_row()
-        finally:
-            HUGEPAGES.write_text(HUGEPAGES_WERE)
-            binding.return_to(dev, was)
     if AS_JSON:
         print(json.dumps({"device": bdf, "iommu_mode": mode, "kernel": os.uname().release,
                           "n": N, "rounds": ROUNDS, "rows": ROWS}, indent=1))

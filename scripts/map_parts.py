@@ -27,12 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import HUGEPAGES, HUGEPAGES_WERE, IOVA, IVSHMEM, LARGE, prebuilt  # noqa: E402
+from bench import HUGEPAGES, IOVA, LARGE, ivshmem_on_vfio_pci, prebuilt  # noqa: E402
 
 import vfioctl  # noqa: E402
-from vfioctl import binding, discovery  # noqa: E402
 from vfioctl.iova import Mapping, buffer_address  # noqa: E402
-from vfioctl.pci import PciDevice  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "31"))
 KIND = os.environ.get("KIND", "thp")
@@ -77,12 +75,7 @@ def variants(s, mem, addr: int, fd: int, rm: int, mp) -> dict:
 
 
 def main() -> None:
-    bdf = discovery.list_devices(IVSHMEM)[0].bdf
-    dev = PciDevice(bdf)
-    was = dev.driver
-    binding.ensure_vfio_driver(dev)
-    binding.move_to(dev, "vfio-pci")
-    try:
+    with ivshmem_on_vfio_pci() as bdf:
         if KIND == "2M":
             HUGEPAGES.write_text(str(LARGE >> 21))
         with vfioctl.open(bdf) as s:
@@ -110,10 +103,6 @@ def main() -> None:
                 print(f"  {name:26s} {statistics.median(ts) * 1e6:8.0f} us  {ratio:5.2f}x")
             s.dma.map(buf.mem, buf.iova)  # as dma_alloc left it, for dma_free at close
             s.dma_free(buf)
-    finally:
-        HUGEPAGES.write_text(HUGEPAGES_WERE)
-        binding.return_to(dev, was)
-
 
 if __name__ == "__main__":
     main()
