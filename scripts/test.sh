@@ -90,12 +90,14 @@ for k in sys.argv[2:]:
     s = json.loads(f.read_text()) if f.is_file() else {"kernel": k, "passed": 0, "failed": 1,
                                                          "ok": False}
     aborts = s.get("emulator_aborts") or []
+    nudges = s.get("nudges") or []
     print(f"vm[{s['kernel']}]: {s['passed']} passed, {s['failed']} failed"
           + (f" (the emulator failed the VM {len(aborts)}x, resumed in a fresh VM)"
              if aborts else "")
+          + (f" (a CPU nudged awake {len(nudges)}x)" if nudges else "")
           + ("" if s["ok"] else "  <- FAILED"))
     # each kernel's problems again at the end, where a log cut to its tail still shows them
-    for line in aborts + s.get("problems", []):
+    for line in aborts + [f"nudged {n}" for n in nudges] + s.get("problems", []):
         print(f"  {line}")
     total["passed"] += s["passed"]
     total["failed"] += s["failed"] + (0 if s["ok"] or s["failed"] else 1)

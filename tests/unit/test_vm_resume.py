@@ -255,3 +255,67 @@ def test_what_the_emulator_is_blamed_for(tmp_path, vm_tests):
         cpus.write_text(json.dumps([{"cpu": i, "rip": "f", "halted": h, "interrupts": on}
                                     for i, (h, on) in enumerate(states)]))
         assert (vm_tests.emulator_fault(tmp_path) is not None) is blamed, states
+
+
+def test_a_hang_with_a_cpu_whose_heartbeat_stopped_is_the_emulators(tmp_path, vm_tests):
+    (tmp_path / "hang.txt").write_text("[<0>] rcu_barrier+0x1d8/0x24f\n")
+    (tmp_path / "hang.json").write_text(json.dumps({"test": "t", "late_cpus": {}}))
+    assert vm_tests.emulator_fault(tmp_path) is None  # every CPU beat: not the emulator's
+    (tmp_path / "hang.json").write_text(json.dumps({"test": "t", "late_cpus": {"1": 251}}))
+    assert vm_tests.emulator_fault(tmp_path) == (
+        "a CPU's timers stopped (a thread pinned to it that sleeps 1 s had not run for 251 s "
+        "on CPU1, a nudge did not wake it)")
+
+
+# the watchdog's report of 2026-12-01 on 7.3 (abridged): the igb fixture's unbind waited in
+# rcu_barrier() and the main thread's join(90) was still waiting at 300 s
+REPORT = f"""tests/vm/test_selftest.py::test_igb_recovers_when_a_copy_never_completes[iommufd] still running after 301 s
+CPU heartbeats: CPU0 1 s ago, CPU1 250 s ago
+
+== Python threads of the test process
+Thread 0x00007f75859a86c0 (most recent call first):
+  File "/usr/lib/python3.11/pathlib.py", line 1078 in write_text
+  File "{REPO}/tests/vm/vmhelpers.py", line 75 in write
+  File "/usr/lib/python3.11/threading.py", line 982 in run
+
+Current thread 0x00007f75881d96c0 (most recent call first):
+  File "{REPO}/tests/vm/hangwatch.py", line 108 in _hung
+
+Thread 0x00007f7589773b80 (most recent call first):
+  File "/usr/lib/python3.11/threading.py", line 1123 in join
+  File "{REPO}/tests/vm/vmhelpers.py", line 81 in bounded_write
+  File "{REPO}/tests/vm/vmhelpers.py", line 105 in sysfs_bind
+
+== Python threads of the child 1700
+Current thread 0x00007f7589773b80 (most recent call first):
+  File "{REPO}/vfioctl/selftest.py", line 95 in fault
+  File "{REPO}/vfioctl/selftest.py", line 190 in after_fault
+
+== kernel stacks: the test process and its children, and any task in D state
+/proc/72/task/1645 python3.11 state=R wchan=0
+[<0>] proc_pid_stack+0x75/0xc2
+
+/proc/72/task/1646 python3.11 state=D wchan=rcu_barrier
+[<0>] rcu_barrier+0x1d8/0x24f
+[<0>] netdev_run_todo+0x5c/0x3f9
+"""
+
+
+def test_a_hangs_verdict_line_says_where_it_hung(vm_tests):
+    assert vm_tests.hang_gist(REPORT) == (
+        "CPU heartbeats: CPU0 1 s ago, CPU1 250 s ago; python3.11 blocked in rcu_barrier; "
+        "the test process at tests/vm/vmhelpers.py:81 bounded_write; "
+        "the child 1700 at vfioctl/selftest.py:95 fault")
+    assert vm_tests.hang_gist("nothing we know\n") == ""
+
+
+def test_nudges_are_listed_with_their_tests_outcome(tmp_path, vm_tests, monkeypatch):
+    monkeypatch.setenv("VFIOCTL_VM_WORKDIR", str(tmp_path))
+    progress.started("t1")
+    progress.nudged("t1", 1, 16.4)
+    progress.finished("t1", "passed")
+    progress.started("t2")
+    progress.nudged("t2", 0, 15.6)
+    assert vm_tests.nudge_lines(tmp_path) == [
+        "during t1, CPU1's heartbeat 16 s late: the test then passed",
+        "during t2, CPU0's heartbeat 16 s late: the test then did not finish"]

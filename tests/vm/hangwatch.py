@@ -15,6 +15,16 @@ and ends the guest with sysrq ``b`` (an immediate reset, which QEMU under virtme
 ``-no-reboot`` takes as an exit; a power-off would first shut every device down, which can wait
 on the same device lock as the hung task). ``scripts/vm-tests`` reads both: the kernel's line
 counts the hung test as failed and prints the report; its silence limit is built on ``LIMIT``.
+
+Each CPU has a heartbeat (``Heartbeats``): a thread pinned to it that wakes every second. The
+emulator has lost a halted CPU's wake-up under TCG (the README's test-bed section): its timers
+stop, and whatever waits on them waits for ever (an unbind in ``rcu_barrier()``, a thread's
+``join(90)`` still waiting at 300 s). When one CPU's heartbeat is ``NUDGE_S`` late, another's
+thread nudges the guest's CPUs (sysrq ``l``: an NMI to each, which wakes a halted CPU; the
+interrupt that waited for it then runs) and appends the event to the progress log; a hang
+report names the CPUs whose heartbeat is late (``hang.json``'s ``late_cpus``), the evidence
+scripts/vm-tests needs to blame the emulator. The children ``run_cli`` forks register for
+their Python stacks (``dump_stack_on_signal``), which a hang report then includes.
 """
 from __future__ import annotations
 
@@ -22,6 +32,7 @@ import ctypes
 import faulthandler
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -31,6 +42,9 @@ import progress
 
 LIMIT = float(os.environ.get("VFIOCTL_TEST_HANG_S", "300"))
 RB_AUTOBOOT = 0x01234567
+#: a CPU's heartbeat this late (s) gets the CPUs nudged; this late at a hang, the CPU is named
+NUDGE_S = 15.0
+LATE_S = 60.0
 
 #: nodeid -> "passed" / "failed", for the tests that finished
 outcomes: dict[str, str] = {}
@@ -45,18 +59,19 @@ def record(report) -> None:
 
 
 def _family(pid: int) -> set[int]:
-    """``pid`` and its descendants (through each thread's /proc children list)."""
-    found, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        if p in found:
-            continue
-        found.add(p)
-        for t in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                todo += [int(c) for c in t.joinpath("children").read_text().split()]
-            except (OSError, ValueError):
-                pass
+    """``pid`` and its descendants, from each process's parent in /proc/PID/stat (the
+    /proc/PID/task/TID/children lists need CONFIG_PROC_CHILDREN, which our kernels lack)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # it ended meanwhile
+    found, grew = {pid}, True
+    while grew:
+        new = {p for p, pp in parent.items() if pp in found} - found
+        found |= new
+        grew = bool(new)
     return found
 
 
@@ -94,36 +109,120 @@ def kernel_log() -> str:
         return f"(dmesg failed: {exc})"
 
 
-def _hung(nodeid: str, started: float) -> None:
-    workdir = Path(os.environ.get("VFIOCTL_VM_WORKDIR", "/tmp"))
+def _workdir() -> Path:
+    return Path(os.environ.get("VFIOCTL_VM_WORKDIR", "/tmp"))
+
+
+def _sysrq(key: str) -> None:
     try:
-        Path("/proc/sysrq-trigger").write_text("w")  # the kernel's list of blocked tasks
+        Path("/proc/sysrq-trigger").write_text(key)
     except OSError:
         pass
+
+
+def stack_file(pid: int) -> Path:
+    return _workdir() / f"pystack-{pid}.txt"
+
+
+_stack_out = None
+
+
+def dump_stack_on_signal() -> None:
+    """In a forked child: dump this process's Python stacks to ``stack_file`` on SIGUSR1 (the
+    hang report asks each child that registered)."""
+    global _stack_out
+    _stack_out = open(stack_file(os.getpid()), "w")
+    faulthandler.register(signal.SIGUSR1, file=_stack_out, all_threads=True)
+
+
+def child_stacks() -> str:
+    """The Python stacks of the test process's children that registered for them."""
+    pids = sorted(p for p in _family(os.getpid()) - {os.getpid()} if stack_file(p).is_file())
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except OSError:
+            pass
     time.sleep(1)
+    return "".join(f"\n== Python threads of the child {pid}\n"
+                   + stack_file(pid).read_text(errors="replace") for pid in pids)
+
+
+class Heartbeats:
+    """One thread per CPU, pinned to it, noting the time each second; each also watches the
+    others' (see the module's docstring). ``late()``: CPU -> seconds since its last beat, for
+    the CPUs at least ``LATE_S`` late."""
+
+    def __init__(self):
+        self.beat = {cpu: time.monotonic() for cpu in sorted(os.sched_getaffinity(0))}
+        self.nudged_at: dict[int, float] = {}
+        self.test: str | None = None
+        for cpu in self.beat:
+            threading.Thread(target=self._run, args=(cpu,), daemon=True,
+                             name=f"heartbeat-cpu{cpu}").start()
+
+    def _run(self, cpu: int) -> None:
+        os.sched_setaffinity(0, {cpu})  # 0: this thread
+        while True:
+            prev, now = self.beat[cpu], time.monotonic()
+            self.beat[cpu] = now
+            if now - prev < 5:  # else this thread was late too (the GIL held, the guest busy)
+                self._watch(now)
+            time.sleep(1)
+
+    def _watch(self, now: float) -> None:
+        for other, last in self.beat.items():
+            if now - last > NUDGE_S and self.nudged_at.get(other, 0) < last:
+                self.nudged_at[other] = now  # once per stall
+                _sysrq("l")  # an NMI to every other CPU: wakes one halted for good
+                progress.nudged(self.test, other, now - last)
+
+    def late(self) -> dict[int, float]:
+        now = time.monotonic()
+        return {cpu: round(now - last) for cpu, last in self.beat.items()
+                if now - last >= LATE_S}
+
+
+heartbeats: Heartbeats | None = None
+
+
+def _hung(nodeid: str, started: float) -> None:
+    workdir = _workdir()
+    _sysrq("w")  # the kernel's list of blocked tasks
+    children = child_stacks()  # (waits a second: the kernel's list is written meanwhile)
+    late = heartbeats.late() if heartbeats else {}
     with open(workdir / "hang.txt", "w") as f:
-        f.write(f"{nodeid} still running after {time.monotonic() - started:.0f} s\n\n"
-                "== Python threads of the test process\n")
+        f.write(f"{nodeid} still running after {time.monotonic() - started:.0f} s\n")
+        if heartbeats:
+            f.write("CPU heartbeats: " + ", ".join(
+                f"CPU{c} {time.monotonic() - t:.0f} s ago" for c, t in heartbeats.beat.items())
+                + "\n")
+        f.write("\n== Python threads of the test process\n")
         f.flush()
         faulthandler.dump_traceback(f, all_threads=True)
+        f.write(children)
         f.write("\n== kernel stacks: the test process and its children, and any task in D "
                 "state\n" + "\n".join(stuck_tasks()))
         f.write("\n== kernel log (the end)\n" + "\n".join(kernel_log().splitlines()[-250:])
                 + "\n")
     done = progress.counts(outcomes)
     counts = {"passed": done["passed"], "failed": done["failed"] + 1}
-    (workdir / "hang.json").write_text(json.dumps({"test": nodeid, "limit_s": LIMIT, **counts}))
+    (workdir / "hang.json").write_text(json.dumps({"test": nodeid, "limit_s": LIMIT, **counts,
+                                                   "late_cpus": late}))
     os.sync()
     # the test process cannot end while a task of it is blocked in the kernel: stop the guest
-    try:
-        Path("/proc/sysrq-trigger").write_text("b")
-    except OSError:
-        ctypes.CDLL(None, use_errno=True).reboot(RB_AUTOBOOT)
+    _sysrq("b")
+    ctypes.CDLL(None, use_errno=True).reboot(RB_AUTOBOOT)  # if sysrq did not
     os._exit(124)
 
 
 def arm(nodeid: str) -> threading.Timer:
-    """A timer that reports ``nodeid`` as hung unless cancelled within LIMIT seconds."""
+    """A timer that reports ``nodeid`` as hung unless cancelled within LIMIT seconds; the
+    CPUs' heartbeats start with the first test."""
+    global heartbeats
+    if heartbeats is None:
+        heartbeats = Heartbeats()
+    heartbeats.test = nodeid
     t = threading.Timer(LIMIT, _hung, args=(nodeid, time.monotonic()))
     t.daemon = True
     t.start()

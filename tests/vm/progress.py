@@ -37,18 +37,33 @@ def finished(nodeid: str, outcome: str) -> None:
     _append({"done": nodeid, "outcome": outcome})
 
 
+def nudged(nodeid: str | None, cpu: int, late_s: float) -> None:
+    """The guest's CPUs were nudged during ``nodeid`` (hangwatch.Heartbeats): ``cpu``'s
+    heartbeat was ``late_s`` late."""
+    _append({"nudged": nodeid, "cpu": cpu, "late_s": round(late_s)})
+
+
+def _entries(path: Path):
+    if not path.is_file():
+        return
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            yield json.loads(line)
+        except ValueError:
+            continue  # a line cut short when the emulator died
+
+
+def nudges(path: Path) -> list[dict]:
+    """The nudges the progress log records, in order."""
+    return [e for e in _entries(path) if "nudged" in e]
+
+
 def read(path: Path) -> tuple[dict[str, str], str | None]:
     """The outcomes of the tests that finished (nodeid -> outcome; a test run again after an
     abort keeps its last one) and the test that had started last without finishing, if any."""
     outcomes: dict[str, str] = {}
     running = None
-    if not path.is_file():
-        return outcomes, None
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue  # a line cut short when the emulator died
+    for entry in _entries(path):
         if "start" in entry:
             running = entry["start"]
         elif "done" in entry:

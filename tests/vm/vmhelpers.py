@@ -163,6 +163,8 @@ def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = No
             os.dup2(err_w, 2)
             for fd in (out_r, err_r, out_w, err_w):
                 os.close(fd)
+            import hangwatch
+            hangwatch.dump_stack_on_signal()  # a hang report asks for this child's stacks
             sys.stdin = open(os.devnull)
             sys.stdout = open(1, "w", closefd=False)  # not pytest's capture objects
             sys.stderr = open(2, "w", closefd=False)
@@ -200,6 +202,8 @@ def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = No
         out = o.read()
     reader.join()
     _, status = os.waitpid(pid, 0)
+    from hangwatch import stack_file
+    stack_file(pid).unlink(missing_ok=True)
     return os.waitstatus_to_exitcode(status), out, err_buf[0]
 
 
