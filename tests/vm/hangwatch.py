@@ -150,8 +150,8 @@ def child_stacks() -> str:
 
 class Heartbeats:
     """One thread per CPU, pinned to it, noting the time each second; each also watches the
-    others' (see the module's docstring). ``late()``: CPU -> seconds since its last beat, for
-    the CPUs at least ``LATE_S`` late."""
+    others' (see the module's docstring). ``late()``: the ``ages()`` of the CPUs at least
+    ``LATE_S`` late."""
 
     def __init__(self):
         self.beat = {cpu: time.monotonic() for cpu in sorted(os.sched_getaffinity(0))}
@@ -177,10 +177,13 @@ class Heartbeats:
                 _sysrq("l")  # an NMI to every other CPU: wakes one halted for good
                 progress.nudged(self.test, other, now - last)
 
-    def late(self) -> dict[int, float]:
+    def ages(self) -> dict[int, int]:
+        """CPU -> seconds since its last beat."""
         now = time.monotonic()
-        return {cpu: round(now - last) for cpu, last in self.beat.items()
-                if now - last >= LATE_S}
+        return {cpu: round(now - last) for cpu, last in self.beat.items()}
+
+    def late(self) -> dict[int, int]:
+        return {cpu: age for cpu, age in self.ages().items() if age >= LATE_S}
 
 
 heartbeats: Heartbeats | None = None
@@ -195,8 +198,7 @@ def _hung(nodeid: str, started: float) -> None:
         f.write(f"{nodeid} still running after {time.monotonic() - started:.0f} s\n")
         if heartbeats:
             f.write("CPU heartbeats: " + ", ".join(
-                f"CPU{c} {time.monotonic() - t:.0f} s ago" for c, t in heartbeats.beat.items())
-                + "\n")
+                f"CPU{c} {age} s ago" for c, age in heartbeats.ages().items()) + "\n")
         f.write("\n== Python threads of the test process\n")
         f.flush()
         faulthandler.dump_traceback(f, all_threads=True)
