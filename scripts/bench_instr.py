@@ -6,7 +6,8 @@ No device and no iommufd, so the kernel's share drops out and what is left is th
 the syscall. A 4 KiB DMA map + unmap: the IOAS's fd is a pipe and its two requests are replaced
 (here, in this harness) by FIONREAD, which any pipe answers; rows: the reference
 (``fcntl.ioctl`` with prebuilt structs, as bench.py's), a floor (two Python methods doing
-nothing but those calls), vfioctl's ``dma.map`` + ``dma.unmap``, and its pieces. A 4-byte
+nothing but those calls), vfioctl's ``dma.map`` + ``dma.unmap``, its pieces, and a
+PreparedMapping's ``map`` + ``unmap`` (``dma.prepare``). A 4-byte
 ``Region.read``: the region's fd is /dev/zero; rows: ``os.pread`` + ``int.from_bytes``, a
 method doing nothing but those, ``Region.read``. A session open + close
 (``vfioctl.open(BDF).close()``): a fake sysfs and /dev in a temporary directory (the device on
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 #: row -> the reference row of its group
 ROWS = {"reference": "reference", "floor": "reference", "vfioctl": "reference",
         "export": "reference", "mapping": "reference", "map_ioctl": "reference",
-        "unmap_ioctl": "reference",
+        "unmap_ioctl": "reference", "prepared": "reference",
         "pread": "pread", "pread_floor": "pread", "region_read": "pread",
         "open_bare": "open_bare", "open_floor": "open_bare", "open": "open_bare"}
 N = int(os.environ.get("BENCH_N", "5000"))
@@ -83,6 +84,13 @@ def run(row: str, n: int) -> None:
         for _ in range(n):
             m(mem, iova)
             u(iova)
+    elif row == "prepared":
+        prep = ioas.prepare(mem, iova)
+        m, u = prep.map, prep.unmap
+        u()
+        for _ in range(n):
+            m()
+            u()
     elif row == "export":
         for _ in range(n):
             buffer_address(mem)

@@ -16,7 +16,7 @@ _LAZY = {
     "Device": "device", "DeviceInfo": "device", "IrqInfo": "device", "MappedRegion": "device",
     "Region": "device", "RegionInfo": "device", "SparseArea": "device",
     "IommuFD": "iommufd", "IOAS": "iommufd",
-    "IovaRange": "iova", "Mapping": "iova", "DmaSpace": "iova",
+    "IovaRange": "iova", "Mapping": "iova", "DmaSpace": "iova", "PreparedMapping": "iova",
     "Group": "container", "Container": "container",
     "MODES": "backend",
     "VfioctlError": "errors", "KernelError": "errors", "UsageError": "errors",

@@ -168,6 +168,14 @@ class Container(FdOwner, DmaSpace):
         finally:
             self._unmap_args.append(arg)
 
+    def _prepared_args(self, m, addr: int) -> tuple:
+        flags = (_DMA_R if m.readable else 0) | (_DMA_W if m.writable else 0)
+        mp = uapi.vfio_iommu_type1_dma_map(argsz=_MAP_SIZE, flags=flags, vaddr=addr,
+                                           iova=m.iova, size=m.length)
+        un = uapi.vfio_iommu_type1_dma_unmap(argsz=_UNMAP_SIZE, iova=m.iova, size=m.length)
+        return (self, (_MAP_DMA, mp, "VFIO_IOMMU_MAP_DMA"),
+                (_UNMAP_DMA, un, "VFIO_IOMMU_UNMAP_DMA", "size"))
+
     def _unmap_all_ioctl(self) -> int:
         """What this container object mapped, one by one (a container shared by two sessions of
         one group must not lose the other's mappings to VFIO_DMA_UNMAP_FLAG_ALL)."""
@@ -179,7 +187,7 @@ class Container(FdOwner, DmaSpace):
                 self.unmap_all()
             except KernelError:
                 pass  # closing the container releases them anyway
-        self._maps.clear()
+        self._forget_all()
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,15 @@ class IOAS(DmaSpace):
         """IOMMU_IOAS_UNMAP of the whole IOVA space (iova 0, length UINT64_MAX)."""
         return self._unmap_ioctl(0, (1 << 64) - 1)
 
+    def _prepared_args(self, m: Mapping, addr: int) -> tuple:
+        flags = _MAP_FIXED | (_MAP_R if m.readable else 0) | (_MAP_W if m.writable else 0)
+        mp = uapi.iommu_ioas_map(size=_MAP_SIZE, flags=flags, ioas_id=self.id, user_va=addr,
+                                 length=m.length, iova=m.iova)
+        un = uapi.iommu_ioas_unmap(size=_UNMAP_SIZE, ioas_id=self.id, iova=m.iova,
+                                   length=m.length)
+        return (self.iommufd, (_IOAS_MAP, mp, "IOMMU_IOAS_MAP"),
+                (_IOAS_UNMAP, un, "IOMMU_IOAS_UNMAP", "length"))
+
     # --- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
         """Unmap everything and destroy the IOAS; safe twice, and after the iommufd closed."""
@@ -102,12 +111,13 @@ class IOAS(DmaSpace):
             return
         self._destroyed = True
         if self.iommufd._fd < 0:  # closed (its ``closed``, without the property's call)
-            self._maps.clear()
+            self._forget_all()
             return
         try:
             if self._maps:
                 self.unmap_all()
         finally:
+            self._forget_all()
             try:
                 self.iommufd.destroy(self.id)
             except KernelError as exc:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from . import uapi
 from .errors import KernelError, UsageError
+from .ioctl import ioctl_filled
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class DmaSpace:
         #: threads never share one) and puts it back; building one costs more than the ioctl
         self._map_args: list = []
         self._unmap_args: list = []
+        self._prepared: list[PreparedMapping] = []
 
     # what a subclass supplies
     def iova_ranges(self) -> tuple[list[IovaRange], int]:
@@ -109,6 +111,20 @@ class DmaSpace:
     def _unmap_all_ioctl(self) -> int:
         raise NotImplementedError
 
+    def _prepared_args(self, m: Mapping, addr: int) -> tuple:
+        """For a PreparedMapping of ``m`` (of the buffer at ``addr``): the FdOwner whose fd the
+        two ioctls take, (request, struct, op) of the map, (request, struct, op, the struct's
+        length field, which the kernel writes back) of the unmap."""
+        raise NotImplementedError
+
+    def _forget_all(self) -> None:
+        """The space is going away: forget its mappings, close its prepared mappings (their
+        buffers' exports go with them)."""
+        self._maps.clear()
+        for p in reversed(self._prepared):
+            p._entry = None
+        self._prepared.clear()
+
     # the shared part
     @property
     def mappings(self) -> list[Mapping]:
@@ -120,6 +136,7 @@ class DmaSpace:
         ranges, alignment = self.iova_ranges()
         align = max(align or PAGE_SIZE, alignment or 1)
         taken = [(m.iova, m.iova + m.length) for m, _ in self._maps.values()]
+        taken += [(p.iova, p.iova + p.length) for p in self._prepared]  # held while unmapped
         iova = allocate_iova(ranges, taken, length, align=align, limit=limit)
         if iova is None:
             raise no_room(length, limit, self.label)
@@ -157,6 +174,23 @@ class DmaSpace:
         self._maps[iova] = (m, keep)
         return m
 
+    def prepare(self, buf, iova: int | None = None, *, readable: bool = True,
+                writable: bool = True, limit: int | None = None,
+                align: int | None = None) -> PreparedMapping:
+        """Map ``buf`` as ``map()`` does and return a PreparedMapping of it, whose ``unmap()``
+        and ``map()`` unmap and map the same buffer at the same IOVA again, one ioctl each:
+        the checks, the IOVA and the ioctls' arguments are done here, once (as the kernel
+        selftest library's ``struct dma_region``). For loops that map and unmap a buffer over
+        and over; it keeps the buffer from being closed or resized until it is closed."""
+        m = self.map(buf, iova, readable=readable, writable=writable, limit=limit, align=align)
+        try:
+            p = PreparedMapping(self, self._maps[m.iova])
+        except BaseException:
+            self.unmap(m.iova)
+            raise
+        self._prepared.append(p)
+        return p
+
     def unmap(self, iova: int, length: int | None = None) -> int:
         """Unmap what was mapped at ``iova``; returns the number of bytes unmapped."""
         maps = self._maps
@@ -178,6 +212,85 @@ class DmaSpace:
         done = self._unmap_all_ioctl()
         self._maps.clear()
         return done
+
+
+class PreparedMapping:
+    """A buffer mapped by ``DmaSpace.prepare()``, ready to be unmapped and mapped again at the
+    same IOVA with the same rights, one ioctl each (its argument structs are built once: one
+    thread at a time). ``mapping`` is the Mapping it makes; ``mapped`` whether the space holds
+    it now (``dma.unmap(iova)`` and ``unmap_all()`` unmap it too). Its IOVA stays its own while
+    it is unmapped (the allocator skips it; an explicit IOVA is the caller's choice). ``close()``
+    unmaps it if mapped and releases the buffer; the space closes it when it closes."""
+
+    def __init__(self, space: DmaSpace, entry: tuple[Mapping, object]):
+        self._space = space
+        self._maps = space._maps
+        #: what the space records while it is mapped; holds the buffer's export
+        self._entry: tuple[Mapping, object] | None = entry
+        self.mapping = m = entry[0]
+        self.iova, self.length = m.iova, m.length
+        (self._owner, (self._map_req, self._map_arg, self._map_op),
+         (self._unmap_req, self._unmap_arg, self._unmap_op, self._unmap_field)) = \
+            space._prepared_args(m, ctypes.addressof(entry[1]))
+
+    @property
+    def mapped(self) -> bool:
+        return self._entry is not None and self._maps.get(self.iova) is self._entry
+
+    @property
+    def closed(self) -> bool:
+        return self._entry is None
+
+    def map(self) -> Mapping:
+        """Map the buffer again (EEXIST from the kernel if something is mapped there)."""
+        if self._entry is None:  # (no local holds the entry: a raised error's frames would
+            raise self._closed_error()  # keep the buffer's export alive)
+        owner = self._owner
+        ioctl_filled(owner._fd, self._map_req, self._map_arg, self._map_op, owner.path)
+        self._maps[self.iova] = self._entry
+        return self.mapping
+
+    def unmap(self) -> int:
+        """Unmap [iova, iova + length); the number of bytes the kernel unmapped."""
+        if self._entry is None:
+            raise self._closed_error()
+        arg, owner = self._unmap_arg, self._owner
+        try:
+            ioctl_filled(owner._fd, self._unmap_req, arg, self._unmap_op, owner.path)
+        finally:  # the kernel writes back what it unmapped: the next call asks the same again
+            done = getattr(arg, self._unmap_field)
+            if done != self.length:
+                setattr(arg, self._unmap_field, self.length)
+        maps = self._maps
+        if maps.pop(self.iova, None) is not self._entry:  # others' mappings in the range
+            end = self.iova + self.length
+            for k in [k for k in maps if self.iova <= k < end]:
+                del maps[k]
+        return done
+
+    def close(self) -> None:
+        """Unmap it if mapped, then release the buffer; safe twice."""
+        if self._entry is None:
+            return
+        if self.mapped:
+            self.unmap()  # on failure it stays mapped, and open, with its buffer held
+        self._entry = None
+        if self in self._space._prepared:
+            self._space._prepared.remove(self)
+
+    def _closed_error(self) -> UsageError:
+        return UsageError(f"the prepared mapping at IOVA {self.iova:#x} is closed",
+                          hint="prepare the buffer again (dma.prepare)")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._entry is None else "mapped" if self.mapped else "unmapped"
+        return f"<PreparedMapping IOVA {self.iova:#x} +{self.length:#x}, {state}>"
 
 
 def allocate_iova(ranges, taken, length: int, *, align: int, limit: int | None = None) -> int | None:

@@ -116,6 +116,9 @@ class Session:
     @property
     def dma(self) -> DmaSpace:
         """The DMA space the device sees: the IOAS, or the container."""
+        if self.backend is None:
+            raise EnvironmentProblem(f"the session of {self.pci.bdf} is closed", op="use",
+                                     hint="open the device again")
         return self.backend.dma
 
     @property

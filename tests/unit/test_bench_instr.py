@@ -14,15 +14,17 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts/bench_instr.py"
 
 
 def test_instruction_counts_of_a_4k_map_and_unmap_a_register_read_and_a_session_open():
-    p = subprocess.run([sys.executable, str(SCRIPT), "floor", "vfioctl", "pread_floor",
+    p = subprocess.run([sys.executable, str(SCRIPT), "floor", "vfioctl", "prepared", "pread_floor",
                         "region_read", "open_floor", "open"],
                        capture_output=True, text=True, timeout=600,
                        env={**os.environ, "BENCH_N": "300"})
     assert p.returncode == 0, p.stderr
     counts = dict((m[1], float(m[2])) for m in
                   re.finditer(r"^(\w+)\s+(\d+) instructions per iteration", p.stdout, re.M))
-    assert set(counts) == {"reference", "floor", "vfioctl", "pread", "pread_floor",
+    assert set(counts) == {"reference", "floor", "vfioctl", "prepared", "pread", "pread_floor",
                            "region_read", "open_bare", "open_floor", "open"}, p.stdout
     assert 0 < counts["reference"] < counts["floor"] < counts["vfioctl"], counts
+    # a PreparedMapping's map + unmap: above the bare methods, well below dma.map + dma.unmap
+    assert counts["floor"] < counts["prepared"] < counts["vfioctl"] / 2, counts
     assert 0 < counts["pread"] < counts["pread_floor"] < counts["region_read"], counts
     assert 0 < counts["open_bare"] < counts["open_floor"] < counts["open"], counts

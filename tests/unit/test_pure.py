@@ -69,6 +69,47 @@ def test_allocate_iova_skips_taken_and_honours_limit(monkeypatch):
         ioas.allocate_iova(0x10000, limit=0x8000)
 
 
+
+def test_a_prepared_mapping_sends_the_same_structs_each_time(monkeypatch):
+    """PreparedMapping's structs, built once: the map is the buffer's address, FIXED_IOVA and
+    the rights; the unmap asks for the whole range again after the kernel wrote back less (the
+    range held someone else's smaller mapping), and returns what the kernel wrote."""
+    import ctypes
+    import mmap
+
+    sent = []
+
+    def fake(fd, req, arg, mutate=False):
+        sent.append((req, bytes(arg)))
+        if req == uapi.IOMMU_IOAS_UNMAP and len(sent) == 2:
+            arg.length = 0x1000  # what the kernel unmapped
+
+    fd = _FakeIommufd()
+    fd._fd, fd.path = 7, "/dev/iommu"
+    ioas = IOAS(fd, 2)
+    monkeypatch.setattr(seam, "_sys_ioctl", fake)
+    mem = mmap.mmap(-1, 0x2000)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+    p = ioas.prepare(mem, 0x10000, writable=False)
+    assert p.mapped and (p.iova, p.length) == (0x10000, 0x2000)
+    assert p.unmap() == 0x1000 and not p.mapped
+    assert p.map() is p.mapping and p.unmap() == 0x2000
+    p.close()
+    assert p.closed and ioas._prepared == []
+    mem.close()  # the export went with it
+    reqs = [r for r, _ in sent]
+    assert reqs == [uapi.IOMMU_IOAS_MAP, uapi.IOMMU_IOAS_UNMAP, uapi.IOMMU_IOAS_MAP,
+                    uapi.IOMMU_IOAS_UNMAP]
+    for raw in (sent[0][1], sent[2][1]):
+        m = uapi.iommu_ioas_map.from_buffer_copy(raw)
+        assert (m.size, m.ioas_id, m.user_va, m.length, m.iova) == (40, 2, addr, 0x2000, 0x10000)
+        assert m.flags == uapi.IOMMU_IOAS_MAP_FIXED_IOVA | uapi.IOMMU_IOAS_MAP_READABLE
+    for raw in (sent[1][1], sent[3][1]):
+        u = uapi.iommu_ioas_unmap.from_buffer_copy(raw)
+        assert (u.size, u.ioas_id, u.iova, u.length) == (24, 2, 0x10000, 0x2000)
+    with pytest.raises(UsageError, match="IOVA 0x10000 is closed"):
+        p.unmap()
+
 def test_seam_fills_argsz_and_names_the_failure(monkeypatch):
     seen = {}
 

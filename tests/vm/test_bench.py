@@ -29,7 +29,9 @@ def test_bench_smoke_run(mode):
             "fcntl.ioctl, prebuilt structs", "a bare method (floor)", "two bare methods (floor)",
             "bare Python (floor)"} <= refs
     measured = [r for r in rows if "error" not in r]
-    assert len(measured) == 30, [r["operation"] for r in rows]  # every row, hugetlb included
+    assert len(measured) == 32, [r["operation"] for r in rows]  # every row, hugetlb included
+    assert {r["operation"] for r in measured} >= {"dma.map + dma.unmap 4 KiB",
+                                                  "prepared map + unmap 4 KiB"}
     assert all(r["ratio"] > 0 and r["vfioctl_us"] > 0 for r in measured)
     assert driver_of(dev) == before
     assert Path("/proc/sys/vm/nr_hugepages").read_text() == hugepages

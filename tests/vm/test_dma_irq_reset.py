@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from vmhelpers import (E1000E, IVSHMEM, NVME, driver_of, find_all, find_pci, gro
                        run_cli, sysfs_bind)
 
 import vfioctl
-from vfioctl.errors import KernelError, UsageError
+from vfioctl.errors import EnvironmentProblem, KernelError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
 EDU_SCRIPT = REPO / "scripts/examples/edu_dma.py"
@@ -284,6 +285,61 @@ def test_session_close_unmaps_everything(edu, mode):
     assert dma.mappings == [] and owner.closed and s.device.closed
     s.close()  # twice is fine
 
+
+def test_a_prepared_mapping_unmaps_and_maps_again(edu_s, mode):
+    s, e = edu_s
+    src = s.dma_alloc(4096, limit=MASK28)
+    mem = mmap.mmap(-1, 4096)
+    iova = 0x900000
+    with s.dma.prepare(mem, iova) as p:
+        assert p.mapped and p.mapping in s.dma.mappings and (p.iova, p.length) == (iova, 4096)
+        for pattern in (b"\x11" * N, b"\x22" * N):
+            src.write(pattern)
+            e.dma(src.iova, EDU_BUF, N, to_ram=False)
+            e.dma(EDU_BUF, iova, N, to_ram=True)  # mapped: the device writes the buffer
+            assert mem[:N] == pattern
+            assert p.unmap() == 4096
+            assert not p.mapped and p.mapping not in s.dma.mappings
+            mem[:N] = bytes(N)
+            e.dma(EDU_BUF, iova, N, to_ram=True)  # unmapped in the IOMMU: the write goes nowhere
+            assert mem[:N] == bytes(N)
+            assert p.map() is p.mapping and p.mapped and p.mapping in s.dma.mappings
+        with pytest.raises(KernelError) as k:
+            p.map()  # mapped already
+        assert k.value.errno == errno.EEXIST
+        with pytest.raises(BufferError):
+            mem.close()  # the buffer is held while prepared: its address is in the structs
+    assert p.closed and not p.mapped and p.mapping not in s.dma.mappings
+    with pytest.raises(UsageError, match="closed"):
+        p.map()
+    mem.close()
+    s.dma_free(s.dma_alloc(4096, iova=iova))  # the IOVA is free in the kernel again
+
+
+def test_a_prepared_mapping_follows_the_space_and_goes_with_its_session(edu, mode):
+    mem, other = mmap.mmap(-1, 8192), mmap.mmap(-1, 4096)
+    with vfioctl.open(edu, iommu_mode=mode) as s:
+        p = s.dma.prepare(mem)
+        s.dma.unmap(p.iova)  # the space's own unmap: the prepared mapping sees it
+        assert not p.mapped
+        b = s.dma_alloc(8192)  # the allocator keeps an unmapped prepared mapping's IOVA
+        assert b.iova >= p.iova + 8192 or b.iova + 8192 <= p.iova, (hex(b.iova), hex(p.iova))
+        s.dma_free(b)
+        m = s.dma.map(other, p.iova + 4096)  # someone else's mapping inside its range
+        assert p.unmap() == 4096  # the kernel unmapped that one, and the space forgets it
+        assert m not in s.dma.mappings
+        s.dma.map(other, p.iova + 4096)  # the kernel agrees: that IOVA is free again
+        with pytest.raises(KernelError) as k:
+            p.map()
+        assert k.value.errno == errno.EEXIST and not p.mapped
+        s.dma.unmap(p.iova + 4096)
+        assert p.map() is p.mapping and p.mapped
+        dma = s.dma
+    assert p.closed and not p.mapped and dma.mappings == []
+    mem.close()  # the session released both buffers
+    other.close()
+    with pytest.raises(EnvironmentProblem, match="is closed"):
+        s.dma
 
 # --- interrupts ----------------------------------------------------------------------------------
 def test_msi_fires_on_factorial_and_dma_completion(edu_s):
