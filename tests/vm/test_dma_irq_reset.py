@@ -341,6 +341,7 @@ def test_a_prepared_mapping_follows_the_space_and_goes_with_its_session(edu, mod
     with pytest.raises(EnvironmentProblem, match="is closed"):
         s.dma
 
+
 # --- interrupts ----------------------------------------------------------------------------------
 def test_msi_fires_on_factorial_and_dma_completion(edu_s):
     s, e = edu_s
