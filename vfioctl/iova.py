@@ -167,8 +167,10 @@ class DmaSpace:
                 raise UsageError(f"IOVA {iova:#x} is not page aligned ({PAGE_SIZE:#x})",
                                  hint=f"use a multiple of {PAGE_SIZE:#x}")
             self._map_ioctl(addr, iova, length, readable, writable)
-        except BaseException:
+        except BaseException as exc:
             del keep  # release the buffer export now, so that the caller may close its mmap
+            if isinstance(exc, KernelError):
+                name_taken_range(exc, iova, length)
             raise
         m = Mapping(iova, length, readable, writable)
         self._maps[iova] = (m, keep)
@@ -246,7 +248,11 @@ class PreparedMapping:
         if self._entry is None:  # (no local holds the entry: a raised error's frames would
             raise self._closed_error()  # keep the buffer's export alive)
         owner = self._owner
-        ioctl_filled(owner._fd, self._map_req, self._map_arg, self._map_op, owner.path)
+        try:
+            ioctl_filled(owner._fd, self._map_req, self._map_arg, self._map_op, owner.path)
+        except KernelError as exc:
+            name_taken_range(exc, self.iova, self.length)
+            raise
         self._maps[self.iova] = self._entry
         return self.mapping
 
@@ -313,6 +319,13 @@ def allocate_iova(ranges, taken, length: int, *, align: int, limit: int | None =
         if cur + length <= end:
             return cur
     return None
+
+
+def name_taken_range(exc: KernelError, iova: int, length: int) -> None:
+    """A map's EEXIST: the hint names the range and what to do."""
+    if exc.errno == errno.EEXIST:
+        exc.hint = (f"something is mapped in IOVA {iova:#x}-{iova + length - 1:#x} already: "
+                    "unmap it first, or map at another IOVA")
 
 
 def no_room(length: int, limit: int | None, where: str) -> UsageError:

@@ -272,6 +272,8 @@ def test_map_errors_are_clear(edu_s, mode):
         s.dma_alloc(4096, iova=0x600000)  # already mapped there
     op = "IOMMU_IOAS_MAP" if mode == "iommufd" else "VFIO_IOMMU_MAP_DMA"
     assert k.value.errno == errno.EEXIST and k.value.op == op
+    assert k.value.hint == ("something is mapped in IOVA 0x600000-0x600fff already: unmap it "
+                            "first, or map at another IOVA")
     s.dma_free(buf)
 
 
@@ -306,7 +308,7 @@ def test_a_prepared_mapping_unmaps_and_maps_again(edu_s, mode):
             assert p.map() is p.mapping and p.mapped and p.mapping in s.dma.mappings
         with pytest.raises(KernelError) as k:
             p.map()  # mapped already
-        assert k.value.errno == errno.EEXIST
+        assert k.value.errno == errno.EEXIST and "IOVA 0x900000-0x900fff already" in k.value.hint
         with pytest.raises(BufferError):
             mem.close()  # the buffer is held while prepared: its address is in the structs
     assert p.closed and not p.mapped and p.mapping not in s.dma.mappings
