@@ -257,6 +257,58 @@ def test_what_the_emulator_is_blamed_for(tmp_path, vm_tests):
         assert (vm_tests.emulator_fault(tmp_path) is not None) is blamed, states
 
 
+
+# QEMU's monitor on a 6.12 guest killed for its silence (2026-12-01, abridged): CPU0 halted with
+# its timer's vector requested above its priority, CPU1 spinning in the kernel
+MONITOR_PENDING = """== info registers -a
+
+CPU#0
+RIP=ffffffff8140d1fc RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1
+
+CPU#1
+RIP=ffffffff813fd3ab RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0
+== info irq
+IRQ statistics for isa-i8259:
+ 0: 124
+== info lapic 0
+dumping local APIC state for CPU 0 \n
+LVTT\t 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)
+Timer\t DCR=0x3 (divide by 16) initial_count = 230957 current_count = 0
+ICR\t 0x000000fb physical edge de-assert no-shorthand
+ISR\t (none)
+IRR\t 236 \n
+APR 0x00 TPR 0x10 DFR 0x0f LDR 0x00 PPR 0x10
+== info lapic 1
+dumping local APIC state for CPU 1 \n
+ISR\t (none)
+IRR\t 236 \n
+APR 0x00 TPR 0x00 DFR 0x0f LDR 0x00 PPR 0xe0
+"""
+
+
+def test_a_silent_guest_with_a_halted_cpu_and_an_interrupt_pending_is_the_emulators(tmp_path,
+                                                                                     vm_tests):
+    vm_run = load("vm-run")
+    states = vm_run.cpu_states(MONITOR_PENDING)
+    assert states == [
+        {"cpu": 0, "rip": "ffffffff8140d1fc", "halted": True, "interrupts": True, "pending": [236]},
+        # 236's class (14) is not above PPR 0xe0's: not deliverable
+        {"cpu": 1, "rip": "ffffffff813fd3ab", "halted": False, "interrupts": True,
+         "pending": []}]
+    assert vm_run.cpu_summary(MONITOR_PENDING) == ["CPU0 RIP=ffffffff8140d1fc HLT=1 IF=1 pending=236",
+                                           "CPU1 RIP=ffffffff813fd3ab HLT=0 IF=1"]
+    cpus = tmp_path / "qemu-cpus.json"
+    cpus.write_text(json.dumps(states))
+    assert vm_tests.emulator_fault(tmp_path) == (
+        "the guest went silent with CPU0 halted, interrupts enabled and vector 236 pending above "
+        "its priority: the emulator did not wake it")
+    states[0]["pending"] = []  # nothing pending: a CPU that waits, and one that runs
+    cpus.write_text(json.dumps(states))
+    assert vm_tests.emulator_fault(tmp_path) is None
+    states[0]["pending"], states[0]["interrupts"] = [236], False  # it stopped taking them itself
+    cpus.write_text(json.dumps(states))
+    assert vm_tests.emulator_fault(tmp_path) is None
+
 def test_a_hang_with_a_cpu_whose_heartbeat_stopped_is_the_emulators(tmp_path, vm_tests):
     (tmp_path / "hang.txt").write_text("[<0>] rcu_barrier+0x1d8/0x24f\n")
     (tmp_path / "hang.json").write_text(json.dumps({"test": "t", "late_cpus": {}}))
