@@ -205,9 +205,14 @@ class DmaSpace:
             del maps[iova]  # exactly one mapping: what map() recorded at this IOVA
             return done
         done = self._unmap_ioctl(iova, length)
-        for k in [k for k, (m, _) in maps.items() if iova <= m.iova < iova + length]:
-            del maps[k]
+        self._forget_range(iova, length)
         return done
+
+    def _forget_range(self, iova: int, length: int) -> None:
+        """Drop the records of the mappings that start in [iova, iova + length)."""
+        maps = self._maps
+        for k in [k for k in maps if iova <= k < iova + length]:
+            del maps[k]
 
     def unmap_all(self) -> int:
         """Unmap the whole IOVA space; returns the number of bytes unmapped."""
@@ -267,11 +272,8 @@ class PreparedMapping:
             done = getattr(arg, self._unmap_field)
             if done != self.length:
                 setattr(arg, self._unmap_field, self.length)
-        maps = self._maps
-        if maps.pop(self.iova, None) is not self._entry:  # others' mappings in the range
-            end = self.iova + self.length
-            for k in [k for k in maps if self.iova <= k < end]:
-                del maps[k]
+        if self._maps.pop(self.iova, None) is not self._entry:  # others' mappings in the range
+            self._space._forget_range(self.iova, self.length)
         return done
 
     def close(self) -> None:
