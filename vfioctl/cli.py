@@ -116,28 +116,50 @@ def int_arg(text: str, what: str) -> int:
                          hint=f"give the {what} in decimal or 0x-prefixed hex") from None
 
 
+class Interrupted(VfioctlError):
+    """Ctrl-C (SIGINT) ended the command."""
+
+    exit_code = 130
+
+
+def hoist_json(args: list[str]) -> tuple[list[str], bool]:
+    """``vfioctl --json CMD ...`` as ``vfioctl CMD --json ...`` (the group's own options take no
+    value, so the leading ``-`` words are its); and whether JSON was asked for anywhere before
+    a ``--``."""
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        i += 1
+    if "--json" in args[:i]:
+        lead = [a for a in args[:i] if a != "--json"]
+        args = lead + args[i:i + 1] + ["--json"] + args[i + 1:] if i < len(args) else lead
+        return args, True
+    return args, "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
 class VfioctlGroup(click.Group):
     """click's own errors (unknown option, bad choice, missing argument) in vfioctl's form: one
-    ``error:`` line and one ``hint:`` line, exit 2."""
+    ``error:`` line and one ``hint:`` line, exit 2; as JSON where ``--json`` was given (before or
+    after the command's name)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        args, as_json = hoist_json(list(sys.argv[1:] if args is None else args))
         try:
+            if as_json and not args:
+                raise click.exceptions.UsageError("Missing command.")
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx else (prog_name or "vfioctl")
-            click.echo(f"error: {exc.format_message()}", err=True)
-            click.echo(f"hint: `{where} --help` shows the arguments and options", err=True)
-            sys.exit(2)
+            fail(UsageError(exc.format_message(),
+                            hint=f"`{where} --help` shows the arguments and options"), as_json)
         except click.exceptions.Abort:
-            click.echo("error: interrupted", err=True)
-            click.echo("hint: nothing was left half-done; run the command again", err=True)
-            sys.exit(130)
+            fail(Interrupted("interrupted", hint="nothing was left half-done; run the command "
+                                                 "again"), as_json)
         except click.exceptions.ClickException as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
-            click.echo("hint: `vfioctl --help` lists the commands", err=True)
-            sys.exit(exc.exit_code)
+            err = UsageError(exc.format_message(), hint="`vfioctl --help` lists the commands")
+            err.exit_code = exc.exit_code
+            fail(err, as_json)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

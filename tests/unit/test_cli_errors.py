@@ -45,3 +45,29 @@ def test_usage_errors_from_click_exit_2():
     assert rc == 2 and "Missing argument" in err
     rc, out, err = cli("read", "00:01.0", "bar0", "0", "--width", "3")
     assert rc == 2 and "'3' is not one of" in err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("read", "--json"), "Missing argument 'DEVICE'"),
+    (("read", "00:01.0", "bar0", "0", "--width", "3", "--json"), "'3' is not one of"),
+    (("--json", "read", "00:01.0", "bar0", "0", "--width", "3"), "'3' is not one of"),
+    (("--json", "bind", "--no-such-flag", "00:01.0"), "--no-such-flag"),
+    (("--json", "no-such-command"), "no-such-command"),
+    (("--json",), "Missing command"),
+])
+def test_click_usage_errors_are_json_when_json_was_asked_for(args, needle):
+    rc, out, err = cli(*args)
+    assert rc == 2 and err == "", (rc, out, err)
+    e = json.loads(out)
+    assert e["error"] == "UsageError" and needle in e["message"] and "--help" in e["hint"], e
+
+
+def test_json_before_the_command_is_the_commands_json():
+    rc, out, err = cli("--json", "read", "00:zz.0", "bar0", "0")
+    assert rc == 2 and err == "", (rc, out, err)
+    assert "PCI address" in json.loads(out)["message"]
+    # after a `--` it is not vfioctl's: `run` passes it to the script, and errors stay text
+    rc, out, err = cli("run", "/no/such/script.py", "00:01.0", "--", "--json")
+    assert rc == 2 and out == "" and err.startswith("error: no script /no/such/script.py"), err
+    # a success prints the same JSON either way
+    assert json.loads(cli("--json", "list")[1]) == json.loads(cli("list", "--json")[1])

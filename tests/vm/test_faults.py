@@ -4,6 +4,7 @@ that fails part-way. The faults are injected from the harness: the forked CLI ch
 own sysfs writes and state saves (vmhelpers.run_cli(inject=...)); vfioctl has no test hooks."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -250,7 +251,8 @@ def test_ctrl_c_while_unbind_waits_for_a_holder_leaves_the_device_bound_and_reco
     assert_home(nvme)
 
 
-def test_ctrl_c_while_bind_waits_for_the_lock_changes_nothing(nvme):
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_ctrl_c_while_bind_waits_for_the_lock_changes_nothing(nvme, as_json):
     import fcntl
 
     from vfioctl.binding import State
@@ -260,14 +262,21 @@ def test_ctrl_c_while_bind_waits_for_the_lock_changes_nothing(nvme):
     fd = os.open(st.root / "lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)  # another vfioctl, busy
     try:
-        cli = cli_process("bind", nvme)
+        cli = cli_process(*(["--json"] if as_json else []), "bind", nvme)
         wait_for(lambda: holds_lock(cli.pid), timeout=120, what="bind at the lock")
         time.sleep(1)
         cli.send_signal(signal.SIGINT)
         out, err = cli.communicate(timeout=60)
         assert cli.returncode == 130, (out, err)
-        assert err.strip().splitlines() == [
-            "error: interrupted", "hint: nothing was left half-done; run the command again"], err
+        if as_json:  # the error is JSON on stdout, as every --json error
+            e = json.loads(out)
+            assert (e["error"], e["message"]) == ("Interrupted", "interrupted"), out
+            assert e["hint"] == "nothing was left half-done; run the command again", out
+            assert err.strip() == "", err
+        else:
+            assert err.strip().splitlines() == [
+                "error: interrupted",
+                "hint: nothing was left half-done; run the command again"], err
     finally:
         os.close(fd)
     assert_home(nvme)
