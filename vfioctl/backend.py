@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .container import Container, Group, iommu_type
 from .device import Device
-from .errors import EnvironmentProblem, KernelError, UsageError
+from .errors import EnvironmentProblem, KernelError, UsageError, VfioctlError
 from .iommufd import IOMMU_PATH, IommuFD
 from .iova import DmaSpace
 from .kernel import KernelCaps, cdev_missing, container_kind, kernel_caps
@@ -160,13 +160,18 @@ def open_backend(requested: str | None, pci: PciDevice, *,
                 return backend, {"cdev_name": cdev}  # no cdev: open_device says why
             backend.close()
         if requested == AUTO:
-            mode = _AUTO_GROUP_MODE.get(container_kind(f"{pci.devfs_dir}/vfio/vfio"))
-            if mode is not None:
-                return _group_backend(mode, pci)
+            found = _group_backend_by_node(AUTO, pci)
+            if found is not None:
+                return found
         # the whole judgement: it picks (auto) or says what is missing (iommufd)
         mode = choose_mode(requested, pci, kernel_caps(pci.sysfs, pci.devfs))
+    elif requested in _GROUP_MODES:
+        found = _group_backend_by_node(requested, pci)
+        if found is not None:
+            return found
+        mode = choose_mode(requested, pci, kernel_caps(pci.sysfs, pci.devfs))
     else:
-        mode = choose_mode(requested, pci)
+        mode = choose_mode(requested, pci)  # not a mode: its error lists them
     if mode == "iommufd":
         return IommufdBackend(iommu_path), {}
     return _group_backend(mode, pci)
@@ -175,6 +180,35 @@ def open_backend(requested: str | None, pci: PciDevice, *,
 def _group_backend(mode: str, pci: PciDevice) -> tuple[IommuBackend, dict]:
     group_id = pci.iommu_group
     return ContainerBackend.for_group(mode, pci, group_id), {"group_id": group_id}
+
+
+def _group_backend_by_node(requested: str, pci: PciDevice) -> tuple[IommuBackend, dict] | None:
+    """The backend of a group mode asked for (or of auto's pick by the container's kind), the
+    kind asked of the container it keeps: one open of /dev/vfio/vfio, where a look at the node
+    before the backend's own open made and freed a second container in the kernel. None where
+    the node does not open or serves the other kind: choose_mode's judgement says why."""
+    group_id = pci.iommu_group
+    shared = ContainerBackend._shared.get((str(pci.devfs), group_id))
+    if shared is not None:  # the group is open in this process: its container's kind
+        mode = _AUTO_GROUP_MODE[shared.kind] if requested == AUTO else requested
+        if _GROUP_MODES[mode][0] != shared.kind:
+            return None
+        return ContainerBackend.for_group(mode, pci, group_id), {"group_id": group_id}
+    try:
+        container = Container(f"{pci.devfs_dir}/vfio/vfio")
+    except VfioctlError:
+        return None
+    try:
+        kind = container.served_by()
+        mode = _AUTO_GROUP_MODE[kind] if requested == AUTO else requested
+        if _GROUP_MODES[mode][0] != kind:
+            container.close()
+            return None
+        return (ContainerBackend.for_group(mode, pci, group_id, container),
+                {"group_id": group_id})
+    except BaseException:
+        container.close()
+        raise
 
 
 #: auto's group mode by the container node's kind
@@ -292,7 +326,10 @@ class ContainerBackend(IommuBackend):
 
     _shared: dict[tuple[str, int], ContainerBackend] = {}
 
-    def __init__(self, mode: str, pci: PciDevice, group_id: int):
+    def __init__(self, mode: str, pci: PciDevice, group_id: int,
+                 container: Container | None = None):
+        """``container``: /dev/vfio/vfio opened already (and its kind checked), or None: open
+        it here. The backend owns it either way."""
         kind, type_name = _GROUP_MODES[mode]
         self.mode = mode
         self.kind = kind
@@ -300,7 +337,7 @@ class ContainerBackend(IommuBackend):
         self.key = (self.devfs, group_id)
         self.users = 0
         self.groups: dict[int, Group] = {}
-        self.container = Container(f"{self.devfs}/vfio/vfio")
+        self.container = Container(f"{self.devfs}/vfio/vfio") if container is None else container
         self.dma = self.container
         try:
             self.join(pci, group_id)
@@ -310,9 +347,12 @@ class ContainerBackend(IommuBackend):
             raise
 
     @classmethod
-    def for_group(cls, mode: str, pci: PciDevice, group_id: int | None) -> ContainerBackend:
+    def for_group(cls, mode: str, pci: PciDevice, group_id: int | None,
+                  container: Container | None = None) -> ContainerBackend:
         """The backend of ``pci``'s group (number ``group_id``, as the caller read it), shared
-        in this process."""
+        in this process. A new one takes ``container`` (see __init__); where the group has
+        one, ``container`` is closed, unused; where this raises, the caller closes it (safe
+        twice)."""
         if group_id is None:
             raise EnvironmentProblem(f"{pci.bdf} is in no IOMMU group", path=str(pci.path),
                                      hint="boot with the IOMMU on (intel_iommu=on or "
@@ -320,9 +360,11 @@ class ContainerBackend(IommuBackend):
         key = (str(pci.devfs), group_id)
         backend = cls._shared.get(key)
         if backend is None:
-            backend = cls(mode, pci, group_id)
+            backend = cls(mode, pci, group_id, container)
             cls._shared[key] = backend
-        elif backend.mode != mode:
+        elif container is not None:
+            container.close()  # the group's backend has its own
+        if backend.mode != mode:
             raise UsageError(
                 f"IOMMU group {group_id} is open in this process in mode {backend.mode}",
                 hint=f"open {pci.bdf} in mode {backend.mode} too, or close the other "

@@ -16,6 +16,7 @@ from .errors import EnvironmentProblem, KernelError, UsageError
 from .fd import FdOwner, open_node
 from .ioctl import ioctl, ioctl_filled
 from .iova import DmaSpace, IovaRange, parse_caps
+from .kernel import fd_container_kind
 
 CONTAINER_PATH = "/dev/vfio/vfio"
 _MAP_SIZE = ctypes.sizeof(uapi.vfio_iommu_type1_dma_map)
@@ -91,6 +92,11 @@ class Container(FdOwner, DmaSpace):
         DmaSpace.__init__(self)
         self.label = f"the container {path}"
         self.iommu_type: int | None = None
+
+    def served_by(self) -> str:
+        """``"iommufd"`` (its compat container) or ``"legacy"`` (VFIO's own): asked of this fd,
+        as opened (before an IOMMU type is set)."""
+        return fd_container_kind(self._fd)
 
     def api_version(self) -> int:
         return ioctl(self._fd, uapi.VFIO_GET_API_VERSION, 0, op="VFIO_GET_API_VERSION",

@@ -16,14 +16,13 @@ or version, and the config file only where nothing at run time can tell (doctor 
 """
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import uapi
+from .ioctl import try_ioctl
 
 PROC_DEVICES = "/proc/devices"
 
@@ -74,14 +73,16 @@ def container_kind(path: str) -> str | None:
         # present but not ours to open (permissions): judge by the iommufd node's presence
         return "unknown"
     try:
-        arg = uapi.iommu_destroy(size=ctypes.sizeof(uapi.iommu_destroy), id=0)
-        try:
-            fcntl.ioctl(fd, uapi.IOMMU_DESTROY, arg, True)
-        except OSError as exc:
-            return "iommufd" if exc.errno == errno.ENOENT else "legacy"
-        return "iommufd"  # not reached: object 0 never exists
+        return fd_container_kind(fd)
     finally:
         os.close(fd)
+
+
+def fd_container_kind(fd: int) -> str:
+    """``"iommufd"`` or ``"legacy"``: who serves the open container ``fd`` (one without an
+    IOMMU type set yet, as opened)."""
+    rc = try_ioctl(fd, uapi.IOMMU_DESTROY, uapi.iommu_destroy(id=0))
+    return "iommufd" if rc in (-errno.ENOENT, 0) else "legacy"  # 0: not reached, no object 0
 
 
 def kernel_caps(sysfs: str | os.PathLike = "/sys", devfs: str | os.PathLike = "/dev",

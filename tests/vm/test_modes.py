@@ -285,3 +285,27 @@ def _vf_works(vf: str) -> None:
         for v in range(3):
             irqs.trigger(v)
             assert irqs.wait(v, timeout=2.0) == 1
+
+
+def test_a_group_path_session_opens_the_container_node_once(edu, group_mode, monkeypatch):
+    """Who serves /dev/vfio/vfio (the mode names it) is asked of the container the session
+    keeps: one open of the node per session (auto's pick on a kernel without cdevs too), not a
+    look first and a second open, which made and freed a kernel container each time."""
+    opened = []
+    real_open = os.open
+
+    def recording_open(path, *args, **kw):
+        opened.append(os.fspath(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(os, "open", recording_open)
+    have = kernel_features()
+    kind = "legacy" if have["legacy_container"] else "iommufd"
+    auto = {"legacy": "vfio_type1v2_iommu", "iommufd": "iommufd_compat_type1v2"}[kind]
+    for mode in [group_mode] + ([] if have["cdev"] else ["auto"]):
+        opened.clear()
+        with vfioctl.open(edu, iommu_mode=mode) as s:
+            assert s.region("config").read(0, 4) == 0x11e81234
+            assert s.iommu_mode == (auto if mode == "auto" else mode)
+            assert s.backend.kind == kind and s.container.served_by() == kind
+        assert opened.count("/dev/vfio/vfio") == 1, (mode, opened)
