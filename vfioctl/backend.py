@@ -189,26 +189,25 @@ def _group_backend_by_node(requested: str, pci: PciDevice) -> tuple[IommuBackend
     the node does not open or serves the other kind: choose_mode's judgement says why."""
     group_id = pci.iommu_group
     shared = ContainerBackend._shared.get((str(pci.devfs), group_id))
-    if shared is not None:  # the group is open in this process: its container's kind
-        mode = _AUTO_GROUP_MODE[shared.kind] if requested == AUTO else requested
-        if _GROUP_MODES[mode][0] != shared.kind:
-            return None
-        return ContainerBackend.for_group(mode, pci, group_id), {"group_id": group_id}
+    container = None  # the node opened here, for a backend of a group not open in this process
     try:
-        container = Container(f"{pci.devfs_dir}/vfio/vfio")
-    except VfioctlError:
-        return None
-    try:
-        kind = container.served_by()
+        if shared is None:
+            try:
+                container = Container(f"{pci.devfs_dir}/vfio/vfio")
+            except VfioctlError:
+                return None
+        kind = shared.kind if container is None else container.served_by()
         mode = _AUTO_GROUP_MODE[kind] if requested == AUTO else requested
-        if _GROUP_MODES[mode][0] != kind:
-            container.close()
-            return None
-        return (ContainerBackend.for_group(mode, pci, group_id, container),
-                {"group_id": group_id})
+        if _GROUP_MODES[mode][0] == kind:
+            return (ContainerBackend.for_group(mode, pci, group_id, container),
+                    {"group_id": group_id})
     except BaseException:
-        container.close()
+        if container is not None:
+            container.close()
         raise
+    if container is not None:
+        container.close()
+    return None
 
 
 #: auto's group mode by the container node's kind
