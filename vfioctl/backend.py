@@ -159,19 +159,13 @@ def open_backend(requested: str | None, pci: PciDevice, *,
             if cdev is not None or requested == "iommufd":
                 return backend, {"cdev_name": cdev}  # no cdev: open_device says why
             backend.close()
-        if requested == AUTO:
-            found = _group_backend_by_node(AUTO, pci)
-            if found is not None:
-                return found
-        # the whole judgement: it picks (auto) or says what is missing (iommufd)
-        mode = choose_mode(requested, pci, kernel_caps(pci.sysfs, pci.devfs))
-    elif requested in _GROUP_MODES:
+    if requested == AUTO or requested in _GROUP_MODES:
         found = _group_backend_by_node(requested, pci)
         if found is not None:
             return found
-        mode = choose_mode(requested, pci, kernel_caps(pci.sysfs, pci.devfs))
-    else:
-        mode = choose_mode(requested, pci)  # not a mode: its error lists them
+    # the whole judgement: it picks (auto), or says what is missing (a mode) or wrong (not a
+    # mode: its error lists them)
+    mode = choose_mode(requested, pci, kernel_caps(pci.sysfs, pci.devfs))
     if mode == "iommufd":
         return IommufdBackend(iommu_path), {}
     return _group_backend(mode, pci)
