@@ -331,6 +331,7 @@ class ContainerBackend(IommuBackend):
         self.users = 0
         self.groups: dict[int, Group] = {}
         self.container = Container(f"{self.devfs}/vfio/vfio") if container is None else container
+        self.container.pins_pages = kind == "iommufd"
         self.dma = self.container
         try:
             self.join(pci, group_id)

@@ -33,6 +33,8 @@ class HwInfo:
 class IOAS(DmaSpace):
     """An IO address space of an IommuFD. Mappings are tracked and unmapped on close."""
 
+    pins_pages = True
+
     def __init__(self, iommufd: IommuFD, ioas_id: int):
         DmaSpace.__init__(self)
         self.iommufd = iommufd

@@ -87,6 +87,9 @@ class DmaSpace:
 
     #: how error messages name this space
     label = "the IO address space"
+    #: True where iommufd serves the space (an IOAS, or its compat container): it pins the
+    #: pages of what it maps, so device memory (a BAR's mmap) does not map (EFAULT)
+    pins_pages = False
 
     def __init__(self):
         self._maps: dict[int, tuple[Mapping, object]] = {}
@@ -170,7 +173,7 @@ class DmaSpace:
         except BaseException as exc:
             del keep  # release the buffer export now, so that the caller may close its mmap
             if isinstance(exc, KernelError):
-                name_taken_range(exc, iova, length)
+                explain_map_error(exc, iova, length, self.pins_pages)
             raise
         m = Mapping(iova, length, readable, writable)
         self._maps[iova] = (m, keep)
@@ -256,7 +259,7 @@ class PreparedMapping:
         try:
             ioctl_filled(owner._fd, self._map_req, self._map_arg, self._map_op, owner.path)
         except KernelError as exc:
-            name_taken_range(exc, self.iova, self.length)
+            explain_map_error(exc, self.iova, self.length)
             raise
         self._maps[self.iova] = self._entry
         return self.mapping
@@ -323,11 +326,17 @@ def allocate_iova(ranges, taken, length: int, *, align: int, limit: int | None =
     return None
 
 
-def name_taken_range(exc: KernelError, iova: int, length: int) -> None:
-    """A map's EEXIST: the hint names the range and what to do."""
+def explain_map_error(exc: KernelError, iova: int, length: int, pins_pages: bool = False) -> None:
+    """A map's EEXIST: the hint names the range and what to do. EFAULT from a space that pins
+    pages (``pins_pages``: iommufd's, native or compat): the hint names device memory, which
+    has none to pin (the kernel's vfio_dma_mapping_mmio_test expects that failure there)."""
     if exc.errno == errno.EEXIST:
         exc.hint = (f"something is mapped in IOVA {iova:#x}-{iova + length - 1:#x} already: "
                     "unmap it first, or map at another IOVA")
+    elif exc.errno == errno.EFAULT and pins_pages:
+        exc.hint = ("iommufd pins the pages of what it maps, and device memory (a BAR's mmap) "
+                    "has none: map device memory through VFIO's own type1 container (IOMMU "
+                    "mode vfio_type1v2_iommu), on a kernel that has one (CONFIG_VFIO_CONTAINER)")
 
 
 def no_room(length: int, limit: int | None, where: str) -> UsageError:

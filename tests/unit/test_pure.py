@@ -70,6 +70,25 @@ def test_allocate_iova_skips_taken_and_honours_limit(monkeypatch):
 
 
 
+def test_map_errors_name_the_taken_range_and_device_memory():
+    from vfioctl.iova import explain_map_error
+
+    def hint(err, pins):
+        exc = KernelError("IOMMU_IOAS_MAP", err, "/dev/iommu")
+        explain_map_error(exc, 0x600000, 0x2000, pins)
+        return exc.hint
+
+    assert hint(errno.EEXIST, False) == hint(errno.EEXIST, True) == (
+        "something is mapped in IOVA 0x600000-0x601fff already: unmap it first, or map at "
+        "another IOVA")
+    assert "device memory" in hint(errno.EFAULT, True)  # iommufd: a BAR's mmap does not pin
+    assert "vfio_type1v2_iommu" in hint(errno.EFAULT, True)
+    for err, pins in ((errno.EFAULT, False), (errno.ENOMEM, True)):  # the seam's own hint
+        assert hint(err, pins) == KernelError("IOMMU_IOAS_MAP", err, "/dev/iommu").hint
+    from vfioctl.container import Container
+    assert IOAS.pins_pages and not Container.pins_pages  # a backend sets a compat container's
+
+
 def test_a_prepared_mapping_sends_the_same_structs_each_time(monkeypatch):
     """PreparedMapping's structs, built once: the map is the buffer's address, FIXED_IOVA and
     the rights; the unmap asks for the whole range again after the kernel wrote back less (the
