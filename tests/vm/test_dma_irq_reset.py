@@ -13,20 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
-from vmhelpers import (E1000E, IVSHMEM, NVME, driver_of, find_all, find_pci, group_of,
-                       run_cli, sysfs_bind)
+from vmhelpers import (E1000E, EDU_BUF, IVSHMEM, MASK28, NVME, Edu, driver_of, find_all,
+                       find_pci, group_of, run_cli, sysfs_bind)
 
 import vfioctl
 from vfioctl.errors import EnvironmentProblem, KernelError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
 EDU_SCRIPT = REPO / "scripts/examples/edu_dma.py"
-DMA_SRC, DMA_DST, DMA_CNT, DMA_CMD = 0x80, 0x88, 0x90, 0x98
-EDU_BUF = 0x40000
 # The whole 4 KiB buffer: QEMU 7.2's edu aborted the VM on a DMA ending exactly at the buffer's
 # end (an off-by-one in edu_check_range); QEMU 10 (the bed's) does not.
 N = 4096
-MASK28 = 1 << 28
 FACT_IRQ, DMA_IRQ = 0x1, 0x100
 
 
@@ -81,23 +78,6 @@ def wait_kmsg(needle: str, after: int, timeout: float = 5.0) -> str:
         log = "\n".join(text for _, _, text in records(after))
         if needle in log or time.monotonic() > deadline:
             return log
-
-
-class Edu:
-    def __init__(self, s):
-        self.s = s
-        self.bar0 = s.region("bar0")
-
-    def dma(self, src, dst, count, to_ram, irq=False, timeout=10.0):
-        b = self.bar0
-        b.write(DMA_SRC, src, 8)
-        b.write(DMA_DST, dst, 8)
-        b.write(DMA_CNT, count, 8)
-        b.write(DMA_CMD, 1 | (2 if to_ram else 0) | (4 if irq else 0), 8)
-        deadline = time.monotonic() + timeout
-        while b.read(DMA_CMD, 8) & 1:
-            assert time.monotonic() < deadline, "edu DMA did not complete"
-            time.sleep(0.005)
 
 
 @pytest.fixture

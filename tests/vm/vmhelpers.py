@@ -279,3 +279,30 @@ def _bind_token_flag_known() -> bool:
             os.close(iommu)
     finally:
         sysfs_bind(bdf, before)
+
+
+# --- edu's DMA engine (QEMU's hw/misc/edu.c) -------------------------------------------------
+DMA_SRC, DMA_DST, DMA_CNT, DMA_CMD = 0x80, 0x88, 0x90, 0x98
+#: edu's 4 KiB DMA buffer, as the device addresses it
+EDU_BUF = 0x40000
+#: edu's DMA mask: it reaches IOVAs below 256 MiB
+MASK28 = 1 << 28
+
+
+class Edu:
+    """edu's DMA engine on an open session: one copy between its buffer and an IOVA."""
+
+    def __init__(self, s):
+        self.s = s
+        self.bar0 = s.region("bar0")
+
+    def dma(self, src, dst, count, to_ram, irq=False, timeout=10.0):
+        b = self.bar0
+        b.write(DMA_SRC, src, 8)
+        b.write(DMA_DST, dst, 8)
+        b.write(DMA_CNT, count, 8)
+        b.write(DMA_CMD, 1 | (2 if to_ram else 0) | (4 if irq else 0), 8)
+        deadline = time.monotonic() + timeout
+        while b.read(DMA_CMD, 8) & 1:
+            assert time.monotonic() < deadline, "edu DMA did not complete"
+            time.sleep(0.005)
