@@ -29,7 +29,7 @@ from .errors import EnvironmentProblem, KernelError, UsageError, VfioctlError
 from .iommufd import IOMMU_PATH, IommuFD
 from .iova import DmaSpace
 from .kernel import KernelCaps, cdev_missing, container_kind, kernel_caps
-from .pci import PciDevice, describe_members, member_blocks_vfio, require_cdev
+from .pci import PciDevice, describe_members, member_blocks_vfio, node_users, require_cdev
 
 MODES = ("iommufd", "iommufd_compat_type1", "iommufd_compat_type1v2", "vfio_type1_iommu",
          "vfio_type1v2_iommu")
@@ -232,6 +232,13 @@ class IommuBackend:
 
     mode: str
     dma: DmaSpace
+    #: the sessions using this backend; it closes with the last (release)
+    users = 1
+
+    def share(self, pci: PciDevice) -> dict:
+        """Another session's device ``pci`` joins this backend's DMA space (the kernel selftest
+        library's devices on one iommu): counted as a user; returns open_device's keywords."""
+        raise NotImplementedError
 
     def open_device(self, pci: PciDevice, vf_token: str | None = None, *,
                     cdev_name: str | None = None, group_id: int | None = None) -> Device:
@@ -255,8 +262,10 @@ class IommuBackend:
         return {"mode": self.mode}
 
     def release(self) -> None:
-        """The session is done with the backend: close what it owns."""
-        self.close()
+        """A session is done with the backend: the last one closes what it owns."""
+        self.users -= 1
+        if self.users <= 0:
+            self.close()
 
     def close(self) -> None:
         raise NotImplementedError
@@ -276,6 +285,11 @@ class IommufdBackend(IommuBackend):
             raise
         self.dma = self.ioas
 
+    def share(self, pci: PciDevice) -> dict:
+        # the device binds to this iommufd and attaches to this IOAS (open_device)
+        self.users += 1
+        return {}
+
     def open_device(self, pci: PciDevice, vf_token: str | None = None, *,
                     cdev_name: str | None = None, group_id: int | None = None) -> Device:
         # the cdev sysfs names, opened at once; require_cdev's checks (which say why there is
@@ -293,6 +307,17 @@ class IommufdBackend(IommuBackend):
         try:
             dev.bind(self.iommufd, vf_token=vf_token)
             dev.attach(self.ioas)
+        except KernelError as exc:
+            dev.close()
+            if exc.errno == errno.EINVAL and exc.op == "VFIO_DEVICE_BIND_IOMMUFD":
+                held_by = node_users([dev.path])  # with ours closed: who still holds it
+                if held_by:
+                    raise EnvironmentProblem(
+                        f"{pci.bdf} is open already, bound through its cdev by "
+                        f"{', '.join(held_by)}: the kernel binds a device once",
+                        errno=exc.errno, op=exc.op, path=dev.path,
+                        hint="close the other session of the device first") from None
+            raise
         except BaseException:
             dev.close()
             raise
@@ -327,7 +352,6 @@ class ContainerBackend(IommuBackend):
         self.mode = mode
         self.kind = kind
         self.devfs = str(pci.devfs)
-        self.key = (self.devfs, group_id)
         self.users = 0
         self.groups: dict[int, Group] = {}
         self.container = Container(f"{self.devfs}/vfio/vfio") if container is None else container
@@ -354,8 +378,7 @@ class ContainerBackend(IommuBackend):
         key = (str(pci.devfs), group_id)
         backend = cls._shared.get(key)
         if backend is None:
-            backend = cls(mode, pci, group_id, container)
-            cls._shared[key] = backend
+            backend = cls(mode, pci, group_id, container)  # join() lists it in _shared
         elif container is not None:
             container.close()  # the group's backend has its own
         if backend.mode != mode:
@@ -366,9 +389,29 @@ class ContainerBackend(IommuBackend):
         backend.users += 1
         return backend
 
+    def share(self, pci: PciDevice) -> dict:
+        """``pci``'s group joins this container, unless it is in it already; a group open in
+        this process with another container cannot."""
+        group_id = pci.iommu_group
+        if group_id is None:
+            raise EnvironmentProblem(f"{pci.bdf} is in no IOMMU group", path=str(pci.path),
+                                     hint="boot with the IOMMU on (intel_iommu=on or "
+                                          "amd_iommu=on)")
+        if group_id not in self.groups:
+            other = ContainerBackend._shared.get((str(pci.devfs), group_id))
+            if other is not None:
+                raise UsageError(
+                    f"IOMMU group {group_id} of {pci.bdf} is open in this process with another "
+                    "container", hint="close the sessions of that group first (a group is in "
+                                      "one container at a time)")
+            self.join(pci, group_id)
+        self.users += 1
+        return {"group_id": group_id}
+
     def join(self, pci: PciDevice, group_id: int) -> Group:
         """Open ``pci``'s group (number ``group_id``: the caller has read the link once), check
-        it is viable, set it to the container."""
+        it is viable, set it to the container; the group's sessions in this process share this
+        backend from now on."""
         group = Group(group_id, self.devfs)
         try:
             if not group.viable:
@@ -384,6 +427,7 @@ class ContainerBackend(IommuBackend):
             group.close()
             raise
         self.groups[group_id] = group
+        ContainerBackend._shared[(self.devfs, group_id)] = self
         return group
 
     def open_device(self, pci: PciDevice, vf_token: str | None = None, *,
@@ -402,14 +446,11 @@ class ContainerBackend(IommuBackend):
         return {"mode": self.mode, "container": self.container.path,
                 "container_kind": self.kind, "groups": sorted(self.groups)}
 
-    def release(self) -> None:
-        self.users -= 1
-        if self.users <= 0:
-            self.close()
-
     def close(self) -> None:
-        if ContainerBackend._shared.get(self.key) is self:
-            del ContainerBackend._shared[self.key]
+        for group_id in self.groups:
+            key = (self.devfs, group_id)
+            if ContainerBackend._shared.get(key) is self:
+                del ContainerBackend._shared[key]
         try:
             if self.container.mappings:  # while the groups still hold the IOMMU domain
                 self.container.unmap_all()

@@ -6,7 +6,7 @@ import mmap as _mmap
 from dataclasses import dataclass
 
 from . import memory
-from .backend import IommuBackend, open_backend
+from .backend import AUTO, IommuBackend, open_backend
 from .container import Container
 from .device import Device, Region, uuid_bytes
 from .errors import EnvironmentProblem, KernelError, UsageError, VfTokenRefused, errno_name
@@ -84,10 +84,17 @@ class Session:
     ``iommu_mode`` is one of backend.MODES or ``auto`` (default; $VFIOCTL_IOMMU_MODE overrides
     the default); the mode used is ``session.iommu_mode``. ``vf_token`` (a UUID) opens a VF whose
     PF is on vfio-pci.
+
+    ``share_with`` (an open session): the device joins that session's IOMMU mode and DMA space
+    (its IOAS, or its container, which the device's group joins), so each device sees every
+    mapping of the space, whichever session made it: one device's DMA can reach a buffer the
+    other mapped, or the other's BAR (peer to peer, where the mode maps device memory). The
+    space closes with the last of its sessions.
     """
 
     def __init__(self, device: str | PciDevice, *, iommu_mode: str | None = None,
-                 vf_token: str | None = None, iommu_path: str = IOMMU_PATH):
+                 vf_token: str | None = None, iommu_path: str = IOMMU_PATH,
+                 share_with: Session | None = None):
         if isinstance(device, PciDevice):
             require_vfio_pci(device)
             self.pci = device
@@ -99,7 +106,10 @@ class Session:
         self._driver = None
         self.device: Device | None = None
         self.backend: IommuBackend | None
-        self.backend, seen = open_backend(iommu_mode, self.pci, iommu_path=iommu_path)
+        if share_with is None:
+            self.backend, seen = open_backend(iommu_mode, self.pci, iommu_path=iommu_path)
+        else:
+            self.backend, seen = share_with._share(self.pci, iommu_mode)
         self.iommu_mode = self.backend.mode
         try:
             self.device = self.backend.open_device(self.pci, vf_token=vf_token, **seen)
@@ -111,6 +121,17 @@ class Session:
         except BaseException:
             self.close()
             raise
+
+    def _share(self, pci: PciDevice, iommu_mode: str | None) -> tuple[IommuBackend, dict]:
+        """This session's backend, for another session's device ``pci`` (see share_with)."""
+        if self.backend is None:
+            raise UsageError(f"{pci.bdf} cannot share the DMA space of {self.pci.bdf}: that "
+                             "session is closed", hint="share an open session's space")
+        if iommu_mode not in (None, AUTO, self.backend.mode):
+            raise UsageError(f"{pci.bdf} cannot share the DMA space of {self.pci.bdf} in mode "
+                             f"{iommu_mode}: that space is {self.backend.mode}'s",
+                             hint=f"leave the IOMMU mode out, or ask for {self.backend.mode}")
+        return self.backend, self.backend.share(pci)
 
     # --- what the mode provides ---------------------------------------------------------------
     @property
@@ -284,7 +305,10 @@ class Session:
 
 
 def open(device: str | PciDevice, *, iommu_mode: str | None = None,  # noqa: A001
-         vf_token: str | None = None, iommu_path: str = IOMMU_PATH) -> Session:
+         vf_token: str | None = None, iommu_path: str = IOMMU_PATH,
+         share_with: Session | None = None) -> Session:
     """Open DEVICE in an IOMMU mode (``auto``: the cdev with iommufd where the kernel has it,
-    else the group with a type1v2 container): a ready session."""
-    return Session(device, iommu_mode=iommu_mode, vf_token=vf_token, iommu_path=iommu_path)
+    else the group with a type1v2 container), or in the DMA space of the session
+    ``share_with``: a ready session."""
+    return Session(device, iommu_mode=iommu_mode, vf_token=vf_token, iommu_path=iommu_path,
+                   share_with=share_with)

@@ -11,7 +11,8 @@ skipped. The features and counts are also written to $VFIOCTL_VM_WORKDIR/feature
 scripts/vm-tests.
 
 IOMMU modes: a test that takes the ``mode`` fixture runs once per mode of vfioctl.backend.MODES
-(``group_mode``: once per mode of the group path);
+(``group_mode``: once per mode of the group path; ``type1_mode``: once per mode of VFIO's own
+type1 container);
 the modes the booted kernel does not offer (vfioctl.backend.mode_support) are deselected and
 counted the same way (``mode:NAME``).
 
@@ -48,7 +49,8 @@ def _wanted(item) -> list[str]:
 
 
 #: parameter name -> the modes it runs over
-MODE_PARAMS = {"mode": MODES, "group_mode": tuple(m for m in MODES if m != "iommufd")}
+MODE_PARAMS = {"mode": MODES, "group_mode": tuple(m for m in MODES if m != "iommufd"),
+               "type1_mode": ("vfio_type1_iommu", "vfio_type1v2_iommu")}
 
 
 def pytest_generate_tests(metafunc):
