@@ -277,6 +277,7 @@ class IommufdBackend(IommuBackend):
     mode = "iommufd"
 
     def __init__(self, iommu_path: str = IOMMU_PATH):
+        self.users = 1
         self.iommufd = IommuFD(iommu_path)
         try:
             self.ioas = self.iommufd.alloc_ioas()
