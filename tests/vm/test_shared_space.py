@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 
 import pytest
-from vmhelpers import EDU_BUF, MASK28, Edu, group_of
+from vmhelpers import EDU_BUF, IVSHMEM, MASK28, Edu, driver_of, find_all, group_of, sysfs_bind
 
 import vfioctl
 from vfioctl.errors import EnvironmentProblem, UsageError
@@ -71,6 +72,54 @@ def test_a_second_device_shares_the_space_and_outlives_the_first_session(edu, iv
     assert _vfio_fds() == []
     with vfioctl.open(edu, iommu_mode=mode) as again:  # nothing of the shared space is held
         assert again.dma.mappings == []
+
+
+def test_devices_open_into_one_space_from_threads_at_once(edu, mode):
+    """As the kernel's vfio_pci_device_init_perf_test: both ivshmems open into edu's space
+    from a thread each, released by a barrier together, and close the same way; the space
+    counts them, the kernel holds each device in it, and the last close leaves nothing open."""
+    peers = find_all(IVSHMEM)
+    assert len(peers) == 2, "the bed has two ivshmems"
+    before = {bdf: driver_of(bdf) for bdf in peers}
+    for bdf in peers:
+        sysfs_bind(bdf, "vfio-pci")
+    try:
+        with vfioctl.open(edu, iommu_mode=mode) as a:
+            barrier = threading.Barrier(len(peers))
+            opened, errors = {}, []
+
+            def each(bdf, work):
+                try:
+                    barrier.wait(timeout=60)
+                    work(bdf)
+                except BaseException as exc:  # noqa: BLE001  (reported below)
+                    errors.append(f"{bdf}: {exc!r}")
+
+            def run(work):
+                threads = [threading.Thread(target=each, args=(bdf, work)) for bdf in peers]
+                for th in threads:
+                    th.start()
+                for th in threads:
+                    th.join(timeout=120)
+                assert not errors, errors
+
+            run(lambda bdf: opened.__setitem__(bdf, vfioctl.open(bdf, share_with=a)))
+            assert a.backend.users == 3
+            if mode == "iommufd":
+                assert len({a.devid, *(s.devid for s in opened.values())}) == 3
+            else:
+                assert sorted(a.backend.groups) == sorted(int(group_of(b)) for b in [edu, *peers])
+            for s in opened.values():
+                assert s.dma is a.dma
+                s.region("bar2").write(0, 0xC0FFEE, 4)
+                assert s.region("bar2").read(0, 4) == 0xC0FFEE
+            run(lambda bdf: opened[bdf].close())
+            assert a.backend.users == 1 and all(s.device.closed for s in opened.values())
+            assert a.region("bar0").read(0, 4) == 0x010000ED
+        assert _vfio_fds() == []
+    finally:
+        for bdf in peers:
+            sysfs_bind(bdf, before[bdf])
 
 
 def test_sharing_a_space_needs_an_open_session_of_its_mode(edu, ivshmem, mode):
