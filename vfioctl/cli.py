@@ -624,13 +624,17 @@ def doctor(device, as_json):
     from .doctor import diagnose
     from .pci import resolve
 
-    d = diagnose(resolve(device) if device else None)
+    dev = resolve(device) if device else None
+    d = diagnose(dev)
     if as_json:
         emit_json(d.to_dict())
     else:
         for f in d.findings:
             click.echo(f"[{f.status}] {f.name}: {f.detail}")
-            if not f.ok and f.fix:
+            if not f.ok and f.fix_code == "group":
+                click.echo(f"       fix: `vfioctl bind --group {dev.bdf}` (every member is "
+                           "recorded and can be returned to its driver)")
+            elif not f.ok and f.fix:
                 click.echo(f"       fix: {f.fix}")
         click.echo("IOMMU modes:")
         for m in d.modes:

@@ -34,6 +34,9 @@ class Finding:
     fix: str | None = None
     #: False: a NOTE, something missing that does not stand in the way
     required: bool = True
+    #: a code naming the kind of fix, as VfioctlError.fix (``group``: bind the whole group),
+    #: for front ends that phrase it in their own terms
+    fix_code: str | None = None
 
     @property
     def status(self) -> str:
@@ -186,7 +189,9 @@ def _device(dev: PciDevice, caps: KernelCaps) -> list[Finding]:
         f"{dev.bdf} IOMMU group viable", not blockers,
         f"group {group}: {members}" + ("; on host drivers: " + ", ".join(
             f"{m.bdf} ({m.driver})" for m in blockers) if blockers else ""),
-        None if not blockers else f"`vfioctl bind --group {dev.bdf}`"))
+        None if not blockers else "bind the whole group to vfio-pci (every member is recorded "
+                                  "and can be returned to its driver)",
+        fix_code=None if not blockers else "group"))
     if drv != "vfio-pci":
         return out
     nodes = []

@@ -121,6 +121,22 @@ def test_doctor_names_a_device_that_is_not_ready():
     assert out.splitlines()[-1] == "verdict: not usable"
 
 
+def test_doctor_names_a_group_on_host_drivers_and_the_cli_its_fix():
+    """ICH9's SATA shares its group with the SMBus controller on i801_smbus: the group check
+    fails naming it; the library's fix is in its words with a fix code, the CLI's the command."""
+    sata, smbus = find_pci(ICH9_SATA), find_pci(ICH9_SMBUS)
+    assert driver_of(smbus) == "i801_smbus"
+    rc, out, err = run_cli("doctor", sata)
+    assert rc == 1, out + err
+    assert f"[FAIL] {sata} IOMMU group viable: group {group_of(sata)}: " in out, out
+    assert f"{smbus} (i801_smbus)" in out
+    assert (f"fix: `vfioctl bind --group {sata}` (every member is recorded and can be returned "
+            "to its driver)") in out, out
+    rc, out, err = run_cli("doctor", sata, "--json")
+    check = {c["name"]: c for c in json.loads(out)["checks"]}[f"{sata} IOMMU group viable"]
+    assert check["fix_code"] == "group" and check["status"] == "FAIL", check
+    assert check["fix"].startswith("bind the whole group to vfio-pci") and "--" not in check["fix"]
+
 def test_two_devices_of_one_group_open_at_once(group_mode):
     """ICH9's SATA and SMBus share an IOMMU group: both are opened at once in one process; the
     kernel allows one open of the group node, so the sessions share group and container."""
