@@ -207,7 +207,12 @@ class DmaSpace:
             done = self._unmap_ioctl(iova, length)
             del maps[iova]  # exactly one mapping: what map() recorded at this IOVA
             return done
-        done = self._unmap_ioctl(iova, length)
+        try:
+            done = self._unmap_ioctl(iova, length)
+        except KernelError as exc:
+            if iova + length > _IOVA_END:
+                explain_map_error(exc, iova, length)
+            raise
         self._forget_range(iova, length)
         return done
 
@@ -326,11 +331,19 @@ def allocate_iova(ranges, taken, length: int, *, align: int, limit: int | None =
     return None
 
 
+_IOVA_END = 1 << 64
+
+
 def explain_map_error(exc: KernelError, iova: int, length: int, pins_pages: bool = False) -> None:
-    """A map's EEXIST: the hint names the range and what to do. EFAULT from a space that pins
-    pages (``pins_pages``: iommufd's, native or compat): the hint names device memory, which
-    has none to pin (the kernel's vfio_dma_mapping_mmio_test expects that failure there)."""
-    if exc.errno == errno.EEXIST:
+    """A map's (or an unmap's) range past 2**64, whatever the kernel's errno for it (iommufd:
+    EOVERFLOW; 6.12's type1: EINVAL): the hint says so. A map's EEXIST: the hint names the
+    range and what to do. EFAULT from a space that pins pages (``pins_pages``: iommufd's,
+    native or compat): the hint names device memory, which has none to pin (the kernel's
+    vfio_dma_mapping_mmio_test expects that failure there)."""
+    if iova + length > _IOVA_END:
+        exc.hint = (f"IOVA {iova:#x} + {length:#x} bytes runs past the end of the 64-bit IO "
+                    "address space: use a range inside the usable ones (iova_ranges())")
+    elif exc.errno == errno.EEXIST:
         exc.hint = (f"something is mapped in IOVA {iova:#x}-{iova + length - 1:#x} already: "
                     "unmap it first, or map at another IOVA")
     elif exc.errno == errno.EFAULT and pins_pages:

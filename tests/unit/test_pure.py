@@ -83,6 +83,9 @@ def test_map_errors_name_the_taken_range_and_device_memory():
         "another IOVA")
     assert "device memory" in hint(errno.EFAULT, True)  # iommufd: a BAR's mmap does not pin
     assert "vfio_type1v2_iommu" in hint(errno.EFAULT, True)
+    exc = KernelError("IOMMU_IOAS_MAP", errno.EOVERFLOW, "/dev/iommu")
+    explain_map_error(exc, (1 << 64) - 0x1000, 0x2000, True)  # past 2**64, whatever the errno
+    assert exc.hint.startswith("IOVA 0xfffffffffffff000 + 0x2000 bytes runs past the end")
     for err, pins in ((errno.EFAULT, False), (errno.ENOMEM, True)):  # the seam's own hint
         assert hint(err, pins) == KernelError("IOMMU_IOAS_MAP", err, "/dev/iommu").hint
     from vfioctl.container import Container
