@@ -305,6 +305,10 @@ class _CdevProbe(_Checks):
         c("after bind: VFIO_DEVICE_FEATURE(probe)", "OK",
           _raw(fd, uapi.VFIO_DEVICE_FEATURE, self._feature_probe()))
         c("after bind: unknown ioctl", "ENOTTY", _raw(fd, UNKNOWN_IOCTL, 0))
+        # the kernel selftest's attach_invalid_pt_fails: no object has that id
+        c("after bind: VFIO_DEVICE_ATTACH_IOMMUFD_PT pt_id=0xffffffff (no such object)",
+          "ENOENT", _raw(fd, uapi.VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+                         _sized(uapi.vfio_device_attach_iommufd_pt, pt_id=0xFFFFFFFF)))
         ioas = iommufd.alloc_ioas()
         c("after bind: IOMMU_IOAS_ALLOC + VFIO_DEVICE_ATTACH_IOMMUFD_PT", "OK",
           lambda: dev.attach(ioas))
