@@ -205,10 +205,17 @@ def _group_backend_by_node(requested: str, pci: PciDevice) -> tuple[IommuBackend
     return None
 
 
-#: held while a backend's users are counted and its groups join or leave (ContainerBackend._shared):
-#: sessions may open and close from several threads, as the kernel selftest library opens
-#: devices on one iommu from a thread each
+#: held while a backend's users are counted and its groups join or leave
+#: (ContainerBackend._shared): sessions may open and close from several threads, as the kernel
+#: selftest library opens devices on one iommu from a thread each
 _USERS_LOCK = threading.Lock()
+
+def _require_group(pci: PciDevice, group_id: int | None) -> None:
+    """EnvironmentProblem naming the fix where ``pci`` is in no IOMMU group."""
+    if group_id is None:
+        raise EnvironmentProblem(f"{pci.bdf} is in no IOMMU group", path=str(pci.path),
+                                 hint="boot with the IOMMU on (intel_iommu=on or amd_iommu=on)")
+
 
 #: auto's group mode by the container node's kind
 _AUTO_GROUP_MODE = {"legacy": "vfio_type1v2_iommu", "iommufd": "iommufd_compat_type1v2"}
@@ -384,10 +391,7 @@ class ContainerBackend(IommuBackend):
         in this process. A new one takes ``container`` (see __init__); where the group has
         one, ``container`` is closed, unused; where this raises, the caller closes it (safe
         twice)."""
-        if group_id is None:
-            raise EnvironmentProblem(f"{pci.bdf} is in no IOMMU group", path=str(pci.path),
-                                     hint="boot with the IOMMU on (intel_iommu=on or "
-                                          "amd_iommu=on)")
+        _require_group(pci, group_id)
         with _USERS_LOCK:
             backend = cls._shared.get((str(pci.devfs), group_id))
             if backend is None:
@@ -406,10 +410,7 @@ class ContainerBackend(IommuBackend):
         """``pci``'s group joins this container, unless it is in it already; a group open in
         this process with another container cannot."""
         group_id = pci.iommu_group
-        if group_id is None:
-            raise EnvironmentProblem(f"{pci.bdf} is in no IOMMU group", path=str(pci.path),
-                                     hint="boot with the IOMMU on (intel_iommu=on or "
-                                          "amd_iommu=on)")
+        _require_group(pci, group_id)
         with _USERS_LOCK:
             if group_id not in self.groups:
                 other = ContainerBackend._shared.get((str(pci.devfs), group_id))
