@@ -16,6 +16,9 @@ import vfioctl
 from vfioctl.errors import EnvironmentProblem, UsageError
 
 N = 4096
+#: where these tests write in ivshmem's 1 MiB BAR2: its last 64 KiB, away from the patterns
+#: test_core leaves for the host's after-VM check (offsets 0, 0x1000, 0x2000), and put back
+SCRATCH = 0xF0000
 
 
 def _vfio_fds() -> list[str]:
@@ -61,8 +64,11 @@ def test_a_second_device_shares_the_space_and_outlives_the_first_session(edu, iv
             a.close()
             assert a.device.closed and not b.device.closed
             assert {m.iova for m in b.dma.mappings} == mapped - {dst.iova}  # a's buffer went
-            b.region("bar2").write(0, 0x5A5AA5A5, 4)  # ivshmem's device still works
-            assert b.region("bar2").read(0, 4) == 0x5A5AA5A5
+            bar2 = b.region("bar2")  # ivshmem's device still works
+            was = bar2.read(SCRATCH, 4)
+            bar2.write(SCRATCH, 0x5A5AA5A5, 4)
+            assert bar2.read(SCRATCH, 4) == 0x5A5AA5A5
+            bar2.write(SCRATCH, was, 4)
             more = b.dma_alloc(N)  # the space still maps
             assert more.iova in {m.iova for m in b.dma.mappings}
         finally:
@@ -111,8 +117,11 @@ def test_devices_open_into_one_space_from_threads_at_once(edu, mode):
                 assert sorted(a.backend.groups) == sorted(int(group_of(b)) for b in [edu, *peers])
             for s in opened.values():
                 assert s.dma is a.dma
-                s.region("bar2").write(0, 0xC0FFEE, 4)
-                assert s.region("bar2").read(0, 4) == 0xC0FFEE
+                bar2 = s.region("bar2")
+                was = bar2.read(SCRATCH, 4)
+                bar2.write(SCRATCH, 0xC0FFEE, 4)
+                assert bar2.read(SCRATCH, 4) == 0xC0FFEE
+                bar2.write(SCRATCH, was, 4)
             run(lambda bdf: opened[bdf].close())
             assert a.backend.users == 1 and all(s.device.closed for s in opened.values())
             assert a.region("bar0").read(0, 4) == 0x010000ED
@@ -149,20 +158,23 @@ def test_edu_dma_reaches_ivshmem_bar_peer_to_peer(edu, ivshmem, type1_mode, work
         peer = a.dma.map(mm, limit=MASK28)  # the BAR, at an IOVA edu reaches
         ram = a.dma_alloc(N, limit=MASK28)
         e = Edu(a)
+        one, two = SCRATCH, SCRATCH + N  # two pages of the BAR, put back at the end
+        was = mm[one:two + N]
         first = os.urandom(N)
-        mm[:N] = first
-        e.dma(peer.iova, EDU_BUF, N, to_ram=False)  # BAR -> edu
-        e.dma(EDU_BUF, ram.iova, N, to_ram=True)    # edu -> RAM
+        mm[one:one + N] = first
+        e.dma(peer.iova + one, EDU_BUF, N, to_ram=False)  # BAR -> edu
+        e.dma(EDU_BUF, ram.iova, N, to_ram=True)          # edu -> RAM
         assert ram.read() == first
         second = os.urandom(N)
         ram.write(second)
-        e.dma(ram.iova, EDU_BUF, N, to_ram=False)           # RAM -> edu
-        e.dma(EDU_BUF, peer.iova + N, N, to_ram=True)      # edu -> the BAR's second page
-        assert mm[N:2 * N] == second
+        e.dma(ram.iova, EDU_BUF, N, to_ram=False)         # RAM -> edu
+        e.dma(EDU_BUF, peer.iova + two, N, to_ram=True)   # edu -> the BAR's other page
+        assert mm[two:two + N] == second
         with open(workdir / "ivshmem.bin", "rb") as f:  # the host's file behind the BAR
-            f.seek(N)
+            f.seek(two)
             assert f.read(N) == second
         assert a.dma.unmap(peer.iova) == len(mm)
+        mm[one:two + N] = was
         del mm
         bar.close()
 
