@@ -6,11 +6,13 @@ from ivshmem's BAR2 through the IOMMU, peer to peer, seen in the host file behin
 from __future__ import annotations
 
 import errno
+import json
 import os
 import threading
 
 import pytest
-from vmhelpers import EDU_BUF, IVSHMEM, MASK28, Edu, driver_of, find_all, group_of, sysfs_bind
+from vmhelpers import (EDU_BUF, IVSHMEM, MASK28, Edu, driver_of, find_all, group_of, run_cli,
+                       sysfs_bind)
 
 import vfioctl
 from vfioctl.errors import EnvironmentProblem, UsageError
@@ -206,3 +208,19 @@ def test_a_device_open_through_its_cdev_does_not_open_again(edu, shared):
         assert a.backend.users == 1
         assert a.region("bar0").read(0, 4) == 0x010000ED
     assert _vfio_fds() == []
+
+
+@pytest.mark.requires("cdev")
+def test_the_cli_names_who_holds_a_device_open_through_its_cdev(edu):
+    """The same refusal through the command line: one error naming this process, exit 2."""
+    with vfioctl.open(edu, iommu_mode="iommufd"):
+        rc, out, err = run_cli("read", edu, "bar0", "0", "--iommu-mode", "iommufd", fresh=True)
+        assert rc == 2, out + err
+        assert f"error: {edu} is open already, bound through its cdev by " in err, err
+        assert f"(pid {os.getpid()})" in err and "Traceback" not in err
+        assert "hint: close the other session of the device first" in err
+        rc, out, err = run_cli("read", edu, "bar0", "0", "--iommu-mode", "iommufd", "--json",
+                               fresh=True)
+        report = json.loads(out)
+        assert rc == 2 and report["error"] == "EnvironmentProblem", out + err
+        assert report["errno"] == "EINVAL" and report["op"] == "VFIO_DEVICE_BIND_IOMMUFD"
