@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import hangwatch
 import progress
-from vmhelpers import (EDU, IGB, IVSHMEM, NVME, STATE, FEATURES, driver_of, find_pci,
+from vmhelpers import (EDU, IGB, IVSHMEM, NVME, STATE, FEATURES, TYPE1_MODES, driver_of, find_pci,
                        kernel_features, offered_modes, sysfs_bind)
 
 from vfioctl.backend import MODES
@@ -50,7 +50,7 @@ def _wanted(item) -> list[str]:
 
 #: parameter name -> the modes it runs over
 MODE_PARAMS = {"mode": MODES, "group_mode": tuple(m for m in MODES if m != "iommufd"),
-               "type1_mode": ("vfio_type1_iommu", "vfio_type1v2_iommu")}
+               "type1_mode": TYPE1_MODES}
 
 
 def pytest_generate_tests(metafunc):

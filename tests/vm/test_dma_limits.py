@@ -12,6 +12,7 @@ import errno
 import mmap
 
 import pytest
+from vmhelpers import TYPE1_MODES
 
 import vfioctl
 from vfioctl.errors import KernelError
@@ -44,7 +45,7 @@ def test_a_page_at_the_last_iova_unmaps_whole(top, mode):
 
 def test_a_range_past_the_end_of_the_iova_space_is_refused(top, mode):
     s, buf, _last = top
-    want = errno.EINVAL if mode in ("vfio_type1_iommu", "vfio_type1v2_iommu") else errno.EOVERFLOW
+    want = errno.EINVAL if mode in TYPE1_MODES else errno.EOVERFLOW
     hint = (f"IOVA {TOP:#x} + {2 * P:#x} bytes runs past the end of the 64-bit IO address "
             "space: use a range inside the usable ones (iova_ranges())")
     with pytest.raises(KernelError) as mapped:

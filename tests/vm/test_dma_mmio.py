@@ -11,14 +11,13 @@ import errno
 import mmap
 
 import pytest
+from vmhelpers import TYPE1_MODES
 
 import vfioctl
 from vfioctl.errors import KernelError
 
 GIB = 1 << 30
 MAP_FIXED, PROT_NONE = 0x10, 0  # <sys/mman.h>; the mmap module exports neither
-#: the modes whose DMA space is VFIO's own type1 container
-TYPE1 = ("vfio_type1_iommu", "vfio_type1v2_iommu")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -53,7 +52,7 @@ def map_device_memory(s, mode, buf, length):
     """Map ``buf`` (device memory of ``length`` bytes) and unmap it again where the mode can;
     where it cannot, the kernel's refusal, with nothing left mapped at that IOVA."""
     iova = s.dma.allocate_iova(length)
-    if mode in TYPE1:
+    if mode in TYPE1_MODES:
         m = s.dma.map(buf, iova)
         assert (m.iova, m.length) == (iova, length)
         with pytest.raises(KernelError) as taken:  # the kernel holds the range: it says so
@@ -119,8 +118,8 @@ def test_a_bar_left_mapped_goes_with_the_session(ivshmem, mode):
         try:
             s.dma.map(mm)
         except KernelError as exc:
-            assert mode not in TYPE1 and exc.errno == errno.EFAULT
-        assert len(s.dma.mappings) == (mode in TYPE1)
+            assert mode not in TYPE1_MODES and exc.errno == errno.EFAULT
+        assert len(s.dma.mappings) == (mode in TYPE1_MODES)
         del mm
     assert _vfio_mappings() == []  # the BAR's mmap went with the session
     with vfioctl.open(ivshmem, iommu_mode=mode) as s:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 SYS_PCI = Path("/sys/bus/pci")
 
+#: the IOMMU modes whose DMA space is VFIO's own type1 container
+TYPE1_MODES = ("vfio_type1_iommu", "vfio_type1v2_iommu")
 EDU = "1234:11e8"
 IVSHMEM = "1af4:1110"
 NVME = "1b36:0010"
