@@ -371,3 +371,37 @@ def test_nudges_are_listed_with_their_tests_outcome(tmp_path, vm_tests, monkeypa
     assert vm_tests.nudge_lines(tmp_path) == [
         "during t1, CPU1's heartbeat 16 s late: the test then passed",
         "during t2, CPU0's heartbeat 16 s late: the test then did not finish"]
+
+
+def test_a_guest_whose_heartbeat_stops_is_nudged_from_the_monitor_then_ended(tmp_path, vm_tests,
+                                                                           monkeypatch):
+    """vm-run's Heartbeat on a clock of its own: nothing before the first pulse; the console's
+    output counts as life; an NMI after ``stall`` s of neither, a kill ``stall / 2`` after an NMI
+    that brought no pulse back; each nudge in the progress log, where vm-tests reports it."""
+    vm_run = load("vm-run")
+    sent = []
+    monkeypatch.setattr(vm_run, "_monitor", lambda path, cmds, wait=5.0: sent.append(cmds) or "")
+    monkeypatch.setenv("VFIOCTL_VM_WORKDIR", str(tmp_path))
+    progress.started("t1")
+    pulse = tmp_path / "heartbeat"
+    beat = vm_run.Heartbeat(pulse, 60, tmp_path)
+    assert beat.check(500, 0) is None and sent == []  # booting: no pulse yet, nothing awaited
+    pulse.write_text("1 2.0\n")
+    assert beat.check(600, 0) is None
+    assert beat.check(659, 0) is None and sent == []
+    assert beat.check(700, 650) is None and sent == []  # the console spoke at 650
+    assert beat.check(711, 650) is None and sent == [["nmi"]]
+    pulse.write_text("2 2.0\n")
+    assert beat.check(713, 712) is None  # it came back
+    assert beat.check(774, 713) is None and sent == [["nmi"]] * 2
+    assert beat.check(804, 790) is None  # the NMI's own console line is no pulse
+    assert beat.check(805, 790) == "stopped (no heartbeat for 92 s, and none since an NMI 31 s ago)"
+    assert vm_tests.nudge_lines(tmp_path) == [
+        "during t1, every CPU's heartbeat 61 s late, an NMI from the host woke the guest: the "
+        "test then did not finish",
+        "during t1, every CPU's heartbeat 61 s late, an NMI from the host did not wake the "
+        "guest: the test then did not finish"]
+    # the test process's last pulse: nothing is awaited after it
+    pulse.write_text("end 3 2.4\n")
+    beat = vm_run.Heartbeat(pulse, 60, tmp_path)
+    assert beat.check(900, 0) is None and beat.check(2000, 0) is None and sent == [["nmi"]] * 2

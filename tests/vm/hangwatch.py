@@ -25,9 +25,18 @@ interrupt that waited for it then runs) and appends the event to the progress lo
 report names the CPUs whose heartbeat is late (``hang.json``'s ``late_cpus``), the evidence
 scripts/vm-tests needs to blame the emulator. The children ``run_cli`` forks register for
 their Python stacks (``dump_stack_on_signal``), which a hang report then includes.
+
+The heartbeats also pulse ``$VFIOCTL_VM_WORKDIR/heartbeat`` (``PULSE``) every ``PULSE_S``
+seconds, on the host's disk: when every CPU stops (the emulator's lost wake-ups on all of them at
+once), no thread in the guest can report it, and scripts/vm-run, watching the file's changes,
+nudges the guest from QEMU's monitor and, failing that, ends the VM within a minute or two
+rather than after the console's long silence limit. The file holds the pulse count and the
+longest gap between two pulses so far (s); its last pulse, when the test process ends, begins
+with ``end``.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import faulthandler
 import json
@@ -45,6 +54,9 @@ RB_AUTOBOOT = 0x01234567
 #: a CPU's heartbeat this late (s) gets the CPUs nudged; this late at a hang, the CPU is named
 NUDGE_S = 15.0
 LATE_S = 60.0
+#: the file the heartbeats pulse for the host (scripts/vm-run --heartbeat), and how often (s)
+PULSE = "heartbeat"
+PULSE_S = 2.0
 
 #: nodeid -> "passed" / "failed", for the tests that finished
 outcomes: dict[str, str] = {}
@@ -157,6 +169,13 @@ class Heartbeats:
         self.beat = {cpu: time.monotonic() for cpu in sorted(os.sched_getaffinity(0))}
         self.nudged_at: dict[int, float] = {}
         self.test: str | None = None
+        self._pulse_lock = threading.Lock()
+        self._pulsed, self._pulses, self._max_gap = time.monotonic(), 0, 0.0
+        self._pulse_fd = None
+        if os.environ.get("VFIOCTL_VM_WORKDIR"):
+            path = _workdir() / PULSE
+            self._pulse_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            atexit.register(self._last_pulse, os.getpid())
         for cpu in self.beat:
             threading.Thread(target=self._run, args=(cpu,), daemon=True,
                              name=f"heartbeat-cpu{cpu}").start()
@@ -168,7 +187,34 @@ class Heartbeats:
             self.beat[cpu] = now
             if now - prev < 5:  # else this thread was late too (the GIL held, the guest busy)
                 self._watch(now)
+            self._pulse(now)
             time.sleep(1)
+
+    def _pulse(self, now: float, last: bool = False) -> None:
+        """Every PULSE_S, from whichever CPU's thread runs first: the count and the longest
+        gap so far into the heartbeat file (fsynced: the host watches it change); the last
+        pulse says ``end``."""
+        if self._pulse_fd is None or (now - self._pulsed < PULSE_S and not last):
+            return
+        if not self._pulse_lock.acquire(blocking=last):
+            return
+        try:
+            self._max_gap = max(self._max_gap, now - self._pulsed)
+            self._pulsed, self._pulses = now, self._pulses + 1
+            line = f"{'end ' if last else ''}{self._pulses} {self._max_gap:.1f}\n"
+            os.pwrite(self._pulse_fd, line.encode().ljust(32), 0)
+            os.fsync(self._pulse_fd)
+        except OSError:
+            pass  # the host's file is its business; the heartbeats go on
+        finally:
+            if last:
+                self._pulse_fd = None
+            self._pulse_lock.release()
+
+    def _last_pulse(self, pid: int) -> None:
+        """At the test process's end (not a forked child's): no more pulses, none awaited."""
+        if os.getpid() == pid:
+            self._pulse(time.monotonic(), last=True)
 
     def _watch(self, now: float) -> None:
         for other, last in self.beat.items():

@@ -16,8 +16,8 @@ from pathlib import Path
 NAME = "progress.jsonl"
 
 
-def _append(entry: dict) -> None:
-    workdir = os.environ.get("VFIOCTL_VM_WORKDIR")
+def _append(entry: dict, workdir: str | Path | None = None) -> None:
+    workdir = workdir or os.environ.get("VFIOCTL_VM_WORKDIR")
     if not workdir:
         return
     fd = os.open(Path(workdir, NAME), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -41,6 +41,14 @@ def nudged(nodeid: str | None, cpu: int, late_s: float) -> None:
     """The guest's CPUs were nudged during ``nodeid`` (hangwatch.Heartbeats): ``cpu``'s
     heartbeat was ``late_s`` late."""
     _append({"nudged": nodeid, "cpu": cpu, "late_s": round(late_s)})
+
+
+def host_nudged(workdir: Path, late_s: float, woke: bool) -> None:
+    """On the host (scripts/vm-run): the guest's heartbeat had stopped for ``late_s`` on every
+    CPU, and an NMI from QEMU's monitor did (``woke``) or did not bring it back, during the
+    test the log shows running."""
+    _, running = read(workdir / NAME)
+    _append({"nudged": running, "by": "host", "late_s": round(late_s), "woke": woke}, workdir)
 
 
 def _entries(path: Path):
