@@ -78,8 +78,15 @@ def mode_support(caps: KernelCaps) -> list[ModeSupport]:
 
 
 def requested_mode(requested: str | None) -> str:
-    """The mode asked for: ``requested``, else $VFIOCTL_IOMMU_MODE, else ``auto``."""
-    return (requested or _env_mode() or AUTO).strip()
+    """The mode asked for: ``requested``, else $VFIOCTL_IOMMU_MODE, else ``auto``. A name that
+    is neither ``auto`` nor one of MODES is a UsageError, naming the variable if it came from
+    there (a session and a probe ask this before they look at the device)."""
+    mode = (requested or _env_mode() or AUTO).strip()
+    if mode != AUTO and mode not in MODES:
+        raise UsageError(f"unknown IOMMU mode {mode!r}"
+                         + ("" if requested else f" (from ${ENV_MODE})"),
+                         hint=f"use one of: {AUTO}, {', '.join(MODES)}")
+    return mode
 
 
 _ENV_MODE_KEY = os.fsencode(ENV_MODE)
@@ -102,9 +109,6 @@ def choose_mode(requested: str | None, pci: PciDevice, caps: KernelCaps | None =
     what is missing and the modes this host offers; ``auto`` (or None: $VFIOCTL_IOMMU_MODE,
     then auto) as the module says."""
     requested = requested_mode(requested)
-    if requested != AUTO and requested not in MODES:
-        raise UsageError(f"unknown IOMMU mode {requested!r}",
-                         hint=f"use one of: {AUTO}, {', '.join(MODES)}")
     if caps is None:
         # what a session open can settle with a look at the nodes it is about to open, without
         # judging the whole kernel (a read of /proc/devices, /sys/class/iommu, the container):

@@ -95,10 +95,12 @@ def open_options(fn):
     fn = click.option("--vf-token", envvar="VFIOCTL_VF_TOKEN", metavar="UUID",
                       help="VF token, to open a VF whose PF is on vfio-pci "
                            "(env VFIOCTL_VF_TOKEN)")(fn)
-    fn = click.option("--iommu-mode", envvar="VFIOCTL_IOMMU_MODE", default="auto",
-                      show_default=True, metavar="MODE",
+    # not click's envvar: the library reads $VFIOCTL_IOMMU_MODE itself, and names it in its
+    # error where the value that is no mode came from there
+    fn = click.option("--iommu-mode", metavar="MODE",
                       help="auto, iommufd, iommufd_compat_type1, iommufd_compat_type1v2, "
-                           "vfio_type1_iommu, vfio_type1v2_iommu (env VFIOCTL_IOMMU_MODE)")(fn)
+                           "vfio_type1_iommu, vfio_type1v2_iommu (default: env "
+                           "VFIOCTL_IOMMU_MODE, else auto)")(fn)
     return fn
 
 
@@ -176,9 +178,9 @@ def main():
 # --- probe ---------------------------------------------------------------------------------------
 @command(main)
 @click.argument("device")
-@click.option("--iommu-mode", envvar="VFIOCTL_IOMMU_MODE", default="auto", show_default=True,
-              metavar="MODE", help="iommufd (the cdev checks) or a group-path mode; auto: the "
-                                   "cdev where the kernel has it (env VFIOCTL_IOMMU_MODE)")
+@click.option("--iommu-mode", metavar="MODE",
+              help="iommufd (the cdev checks) or a group-path mode; auto: the cdev where the "
+                   "kernel has it (default: env VFIOCTL_IOMMU_MODE, else auto)")
 @click.option("--race", is_flag=True,
               help="instead: workers hammer a fresh cdev fd (GET_INFO, config pread, mmap) "
                    "while BIND runs; every success must see an opened device, none before "
@@ -268,11 +270,13 @@ def selftest(device, iommu_mode, vf_token, seconds, seed, as_json):
 
 
 def _probe_race(pci, iommu_mode, seconds, workers, as_json) -> None:
+    from .backend import requested_mode
     from .probe import race
 
-    if iommu_mode not in ("auto", "iommufd"):
+    mode = requested_mode(iommu_mode)
+    if mode not in ("auto", "iommufd"):
         raise UsageError(f"--race proves the cdev's blocked state: it needs --iommu-mode "
-                         f"iommufd, not {iommu_mode}", hint="drop --iommu-mode, or use iommufd")
+                         f"iommufd, not {mode}", hint="drop --iommu-mode, or use iommufd")
     if seconds <= 0 or workers < 1:
         raise UsageError("--seconds must be positive and --workers at least 1",
                          hint="e.g. --seconds 3 --workers 3")

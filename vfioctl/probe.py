@@ -567,10 +567,10 @@ def probe(pci: PciDevice, iommu_mode: str | None = None, iommu_path: str = IOMMU
     ``auto`` (the default) probes the cdev where the kernel has it, else the group path; then
     the report's notes say why the cdev checks could not run. For a VF whose PF is on vfio-pci
     it adds the VF-token rows (none, wrong); ``vf_token`` (the PF's) lets it go past them."""
+    auto = requested_mode(iommu_mode) == AUTO  # a mode that is no mode, before the device
     require_vfio_pci(pci)
     if vf_token is not None:
         check_vf_token(pci, vf_token)
-    auto = requested_mode(iommu_mode) == AUTO
     caps = kernel_caps(pci.sysfs, pci.devfs)
     mode = "iommufd" if auto and caps.cdev_usable else choose_mode(iommu_mode, pci, caps)
     try:

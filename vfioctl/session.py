@@ -6,7 +6,7 @@ import mmap as _mmap
 from dataclasses import dataclass
 
 from . import memory
-from .backend import AUTO, IommuBackend, open_backend
+from .backend import AUTO, IommuBackend, open_backend, requested_mode
 from .container import Container
 from .device import Device, Region, uuid_bytes
 from .errors import EnvironmentProblem, KernelError, UsageError, VfTokenRefused, errno_name
@@ -95,6 +95,7 @@ class Session:
     def __init__(self, device: str | PciDevice, *, iommu_mode: str | None = None,
                  vf_token: str | None = None, iommu_path: str = IOMMU_PATH,
                  share_with: Session | None = None):
+        mode = requested_mode(iommu_mode)  # a mode that is no mode, before the device
         if isinstance(device, PciDevice):
             require_vfio_pci(device)
             self.pci = device
@@ -107,7 +108,7 @@ class Session:
         self.device: Device | None = None
         self.backend: IommuBackend | None
         if share_with is None:
-            self.backend, seen = open_backend(iommu_mode, self.pci, iommu_path=iommu_path)
+            self.backend, seen = open_backend(mode, self.pci, iommu_path=iommu_path)
         else:
             self.backend, seen = share_with._share(self.pci, iommu_mode)
         self.iommu_mode = self.backend.mode

@@ -23,6 +23,10 @@ def cli(*args):
     (("read", "0000:7f:1f.7", "bar0", "0", "--count", "0"), "--count 0 is not positive"),
     (("read", "0000:7f:1f.7", "bar0", "zz"), "offset 'zz' is not a number"),
     (("write", "0000:7f:1f.7", "bar0", "0", "0xfg"), "value '0xfg' is not a number"),
+    # the mode is checked before the device is looked for
+    (("info", "0000:7f:1f.7", "--iommu-mode", "type3"), "unknown IOMMU mode 'type3'"),
+    (("read", "0000:7f:1f.7", "bar0", "0", "--iommu-mode", "type3"),
+     "unknown IOMMU mode 'type3'"),
 ])
 def test_bad_input_is_one_line_with_a_hint(args, needle):
     rc, out, err = cli(*args)
@@ -31,6 +35,16 @@ def test_bad_input_is_one_line_with_a_hint(args, needle):
     lines = err.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: ")
     assert needle in lines[0]
+
+
+def test_a_mode_from_the_environment_that_is_no_mode_is_named_with_the_variable(monkeypatch):
+    monkeypatch.setenv("VFIOCTL_IOMMU_MODE", "type3")
+    rc, out, err = cli("info", "0000:7f:1f.7")
+    assert rc == 2 and "Traceback" not in err, (rc, err)
+    assert err.splitlines() == [
+        "error: unknown IOMMU mode 'type3' (from $VFIOCTL_IOMMU_MODE)",
+        "hint: use one of: auto, iommufd, iommufd_compat_type1, iommufd_compat_type1v2, "
+        "vfio_type1_iommu, vfio_type1v2_iommu"]
 
 
 def test_json_errors_are_json():

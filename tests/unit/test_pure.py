@@ -815,8 +815,10 @@ def test_the_mode_asked_for_follows_the_environment_as_it_changes(monkeypatch):
     monkeypatch.setenv("VFIOCTL_IOMMU_MODE", "iommufd_compat_type1")
     assert requested_mode(None) == "iommufd_compat_type1"
     monkeypatch.setenv("VFIOCTL_IOMMU_MODE", "typo")
-    with pytest.raises(UsageError, match="unknown IOMMU mode 'typo'"):
+    with pytest.raises(UsageError, match=r"unknown IOMMU mode 'typo' \(from \$VFIOCTL_IOMMU_MODE\)"):
         choose_mode(None, PciDevice("0000:00:01.0"))
+    with pytest.raises(UsageError, match=r"unknown IOMMU mode 'type3'$"):
+        requested_mode("type3")  # given, not from the variable
     monkeypatch.delenv("VFIOCTL_IOMMU_MODE")
     assert requested_mode(None) == "auto"
 

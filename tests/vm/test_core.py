@@ -277,6 +277,17 @@ def test_error_unknown_iommu_mode(edu):
                         "unknown IOMMU mode 'type3'", "auto, iommufd, iommufd_compat_type1")
 
 
+@pytest.mark.parametrize("command", [("probe",), ("read", "bar0", "0")])
+def test_a_mode_that_is_no_mode_is_named_before_the_devices_driver(nvme, command):
+    """nvme on its host driver with --iommu-mode type3: the mode is the error (the driver would
+    be the next one), and the device stays on nvme."""
+    name, *rest = command
+    rc, out, err = run_cli(name, nvme, *rest, "--iommu-mode", "type3")
+    _assert_clean_error(rc, out, err, "unknown IOMMU mode 'type3'")
+    assert "vfio-pci" not in err
+    assert driver_of(nvme) == "nvme"
+
+
 def test_error_permission_denied(edu):
     _assert_clean_error(*run_cli("read", edu, "bar0", "0", user=65534), "permission denied",
                         "root")
