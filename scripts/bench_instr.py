@@ -201,9 +201,9 @@ def main() -> int:
         run(sys.argv[2], int(sys.argv[3]))
         return 0
     rows = sys.argv[1:] or list(ROWS)
-    rows = sorted(set(rows) | {ROWS[r] for r in rows if r in ROWS}, key=list(ROWS).index)
     if any(r not in ROWS for r in rows):
-        sys.exit(f"rows: {', '.join(ROWS)}")
+        sys.exit(f"usage: {__doc__.rsplit(chr(10), 2)[-2].strip()}\nrows: {', '.join(ROWS)}")
+    rows = sorted(set(rows) | {ROWS[r] for r in rows}, key=list(ROWS).index)
     # each group's setup once outside callgrind first: Python writes the bytecode caches of
     # modules changed since their last import then, not inside I(0) only (which would take
     # the compile's cost off every row counted after it)

@@ -142,9 +142,9 @@ def choose_mode(requested: str | None, pci: PciDevice, caps: KernelCaps | None =
     return requested
 
 
-def open_backend(requested: str | None, pci: PciDevice, *,
+def open_backend(requested: str, pci: PciDevice, *,
                  iommu_path: str = IOMMU_PATH) -> tuple[IommuBackend, dict]:
-    """The backend a session opens ``pci`` in (``requested`` as choose_mode takes it), and what
+    """The backend a session opens ``pci`` in (``requested``: requested_mode()'s answer), and what
     was read of the device on the way (``open_device``'s keywords: the cdev name or the group
     number, so that they are not read twice).
 
@@ -152,7 +152,6 @@ def open_backend(requested: str | None, pci: PciDevice, *,
     absence (ENOENT) or a device without a cdev (auto) sends auto to the group path; an iommufd
     asked for without the node goes to choose_mode's judgement, which says why. What the old
     look-first order found with a stat of each is found by the opens themselves."""
-    requested = requested_mode(requested)
     if requested in (AUTO, "iommufd"):
         try:
             backend = IommufdBackend(iommu_path)
