@@ -90,6 +90,24 @@ def command(group, name=None, **kw):
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
 
 
+class Seconds(click.FloatRange):
+    """A wait in seconds: 0 or more (inf: no limit); not NaN, which no deadline ever passes."""
+
+    name = "seconds"
+
+    def __init__(self):
+        super().__init__(min=0)
+
+    def convert(self, value, param, ctx):
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = float("nan")
+        if seconds != seconds:
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return super().convert(seconds, param, ctx)
+
+
 def open_options(fn):
     """--iommu-mode and --vf-token, for every command that opens a device."""
     fn = click.option("--vf-token", envvar="VFIOCTL_VF_TOKEN", metavar="UUID",
@@ -503,7 +521,8 @@ def _progress(always: bool):
 @click.option("--group", is_flag=True, help="also bind the other members of the IOMMU group")
 @click.option("--force", is_flag=True, help="bind even if a netdev is up or a disk is in use")
 @click.option("--dry-run", is_flag=True, help="print each step; change nothing")
-@click.option("--timeout", default=10.0, show_default=True, help="seconds to wait for the cdev")
+@click.option("--timeout", default=10.0, type=Seconds(), show_default=True,
+              help="seconds to wait for the cdev")
 @json_option
 def bind(devices, group, force, dry_run, timeout, as_json):
     """Move DEVICES to vfio-pci, recording their drivers so that `unbind`/`restore` can return them."""
@@ -526,7 +545,7 @@ def bind(devices, group, force, dry_run, timeout, as_json):
 @command(main)
 @click.argument("devices", nargs=-1, required=True)
 @click.option("--driver", metavar="NAME", help="bind to this driver instead of the recorded one")
-@click.option("--timeout", default=10.0, show_default=True,
+@click.option("--timeout", default=10.0, type=Seconds(), show_default=True,
               help="seconds to wait for programs that have a device open to close it")
 @json_option
 def unbind(devices, driver, timeout, as_json):
@@ -581,7 +600,7 @@ def sriov(pf, numvfs, autoprobe, as_json):
 
 
 @command(main)
-@click.option("--timeout", default=10.0, show_default=True,
+@click.option("--timeout", default=10.0, type=Seconds(), show_default=True,
               help="seconds to wait for programs that have a device open to close it")
 @json_option
 def restore(timeout, as_json):

@@ -47,6 +47,19 @@ def test_a_mode_from_the_environment_that_is_no_mode_is_named_with_the_variable(
         "vfio_type1_iommu, vfio_type1v2_iommu"]
 
 
+@pytest.mark.parametrize("command", [("bind", "0000:7f:1f.7"), ("unbind", "0000:7f:1f.7"),
+                                     ("restore",)])
+@pytest.mark.parametrize("value,needle", [("-3", "-3.0 is not in the range x>=0."),
+                                          ("nan", "'nan' is not a number of seconds"),
+                                          ("soon", "'soon' is not a number of seconds")])
+def test_a_timeout_that_is_no_wait_is_refused_before_anything_is_done(command, value, needle):
+    rc, out, err = cli(*command, "--timeout", value)
+    assert rc == 2 and "Traceback" not in err, (rc, err)
+    assert err.splitlines() == [f"error: Invalid value for '--timeout': {needle}",
+                                f"hint: `vfioctl {command[0]} --help` shows the arguments and "
+                                "options"]
+
+
 def test_json_errors_are_json():
     rc, out, err = cli("read", "00:zz.0", "bar0", "0", "--json")
     assert rc == 2 and err == ""
