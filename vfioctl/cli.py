@@ -743,14 +743,30 @@ def run(script, device, args, iommu_mode, vf_token):
                 click.echo(f"{script}: {exc.code}", err=True)
             if code:
                 sys.exit(code)
-        except VfioctlError:
+        except VfioctlError as exc:
+            line = _script_lines(exc, script)
+            if line:  # which of the script's accesses it was, before the error and its hint
+                click.echo(f"{script}, line {line[-1].tb_lineno}:", err=True)
             raise
-        except Exception:  # the script's own bug: show its traceback, then tear down
-            traceback.print_exc()
+        except Exception as exc:  # the script's own bug: its traceback, then tear down
+            # as `python SCRIPT` shows it: from the script's first frame on (none for a
+            # SyntaxError, which names its file and line itself), not runpy's or ours
+            frames = _script_lines(exc, script)
+            traceback.print_exception(type(exc), exc, frames[0] if frames else None)
             click.echo(f"error: {script} failed; the session was closed", err=True)
             sys.exit(1)
         finally:
             sys.argv = saved
+
+
+def _script_lines(exc: BaseException, script: str) -> list:
+    """The traceback entries of ``exc`` that are in ``script``'s own code, outermost first."""
+    out, tb = [], exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == script:
+            out.append(tb)
+        tb = tb.tb_next
+    return out
 
 
 if __name__ == "__main__":

@@ -545,10 +545,27 @@ def test_run_tears_down_on_error(edu, tmp_path, mode):
     bad.write_text("m = dma_alloc(4096)\nassert bar0.read(0) == 0x010000ed\nraise RuntimeError('boom')\n")
     rc, out, err = run_cli("run", str(bad), edu, "--iommu-mode", mode)
     assert rc == 1 and "RuntimeError: boom" in err and "session was closed" in err
+    # the traceback as `python bad.py` shows it: the script's frames, not runpy's or vfioctl's
+    assert err.splitlines()[:2] == ["Traceback (most recent call last):",
+                                    f'  File "{bad}", line 3, in <module>'], err
+    assert "runpy" not in err and "vfioctl/cli.py" not in err, err
     with vfioctl.open(edu, iommu_mode=mode) as s:  # the device was released: it opens again
         assert s.region("bar0").read(0) == 0x010000ED
     rc, out, err = run_cli("run", str(tmp_path / "missing.py"), edu, "--iommu-mode", mode)
     assert rc == 2 and "no script" in err
+    # not Python at all: the SyntaxError names the file and line itself
+    text = tmp_path / "notes.txt"
+    text.write_text("edu bring-up notes\n")
+    rc, out, err = run_cli("run", str(text), edu, "--iommu-mode", mode)
+    assert rc == 1 and f'File "{text}", line 1' in err and "SyntaxError" in err, err
+    assert "Traceback" not in err and "runpy" not in err, err
+    # the library refuses an access: the error and its hint, after the script's line
+    past = tmp_path / "past.py"
+    past.write_text("x = bar0.read(0)\ny = bar0.read(0x100000)\n")
+    rc, out, err = run_cli("run", str(past), edu, "--iommu-mode", mode)
+    assert rc == 2 and err.splitlines()[0] == f"{past}, line 2:", err
+    assert err.splitlines()[1].startswith("error: offset 0x100000+0x4 is past the end"), err
+    assert err.splitlines()[2].startswith("hint: "), err
     quit_ = tmp_path / "quit.py"
     quit_.write_text("raise SystemExit('bring-up failed: no link')\n")
     rc, out, err = run_cli("run", str(quit_), edu, "--iommu-mode", mode)
