@@ -171,8 +171,12 @@ class VfioctlGroup(click.Group):
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx else (prog_name or "vfioctl")
-            fail(UsageError(exc.format_message(),
-                            hint=f"`{where} --help` shows the arguments and options"), as_json)
+            hint = f"`{where} --help` shows the arguments and options"
+            if (isinstance(exc, click.exceptions.NoSuchOption)
+                    and exc.option_name[1:2].isdigit()):  # -1, -0x10: a negative number
+                hint = ("offsets and values are unsigned: -1 in 4 bytes is 0xffffffff (a word "
+                        "that starts with - is read as an option)")
+            fail(UsageError(exc.format_message(), hint=hint), as_json)
         except click.exceptions.Abort:
             fail(Interrupted("interrupted", hint="nothing was left half-done; run the command "
                                                  "again"), as_json)

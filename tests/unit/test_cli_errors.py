@@ -60,6 +60,18 @@ def test_a_timeout_that_is_no_wait_is_refused_before_anything_is_done(command, v
                                 "options"]
 
 
+@pytest.mark.parametrize("args", [("write", "0000:7f:1f.7", "bar0", "4", "-1"),
+                                  ("read", "0000:7f:1f.7", "bar0", "-0x10")])
+def test_a_negative_number_is_told_that_offsets_and_values_are_unsigned(args):
+    rc, out, err = cli(*args)
+    assert rc == 2 and "Traceback" not in err, (rc, err)
+    assert err.splitlines() == [
+        # click reads -0x10 as the short options -0, -x, ...: it names the first
+        f"error: No such option '{args[-1][:2]}'.",
+        "hint: offsets and values are unsigned: -1 in 4 bytes is 0xffffffff (a word that "
+        "starts with - is read as an option)"]
+
+
 def test_json_errors_are_json():
     rc, out, err = cli("read", "00:zz.0", "bar0", "0", "--json")
     assert rc == 2 and err == ""
