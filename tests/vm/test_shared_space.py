@@ -24,13 +24,15 @@ SCRATCH = 0xF0000
 
 
 def _vfio_fds() -> list[str]:
+    """This process's fds of VFIO and iommufd: their nodes, and a group's device fds (not any
+    path with "vfio" in it: the bed's work directory is /tmp/vfioctl-vm-...)."""
     out = []
     for n in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{n}")
         except OSError:
             continue
-        if "vfio" in target or target == "/dev/iommu":
+        if target.startswith(("/dev/vfio/", "anon_inode:[vfio")) or target == "/dev/iommu":
             out.append(target)
     return out
 
