@@ -2,6 +2,7 @@
 nodes, and what RLIMIT_MEMLOCK must allow. Binding (sysfs writes) stays root's."""
 from __future__ import annotations
 
+import grp
 import re
 import resource
 from importlib import resources
@@ -41,13 +42,25 @@ def memlock() -> dict:
     }
 
 
+def _gid(group: str) -> int | None:
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None
+
+
 def setup(group: str = DEFAULT_GROUP) -> dict:
+    """The rules for ``group``, the memlock advice, and the steps to install them. ``gid`` is
+    None where this host has no such group: udev ignores a rule naming an unknown group (it
+    only logs it), so creating the group comes first among the steps."""
     m = memlock()
-    return {"group": group, "rules_file": f"/etc/udev/rules.d/{RULES_NAME}",
-            "rules": udev_rules(group), "memlock": {**m, "limits_conf":
-                                                    m["limits_conf"].format(group=group)},
-            "steps": [f"groupadd --system {group}   # if it does not exist",
-                      f"usermod -aG {group} USER   # then log in again",
-                      f"install the rules as /etc/udev/rules.d/{RULES_NAME}, then "
-                      "udevadm control --reload && udevadm trigger",
-                      "raise RLIMIT_MEMLOCK for the group (see memlock)"]}
+    rules = udev_rules(group)
+    gid = _gid(group)
+    steps = [] if gid is not None else [f"groupadd --system {group}   # no such group here yet"]
+    steps += [f"usermod -aG {group} USER   # then log in again",
+              f"install the rules as /etc/udev/rules.d/{RULES_NAME}, then "
+              "udevadm control --reload && udevadm trigger",
+              "raise RLIMIT_MEMLOCK for the group (see memlock)"]
+    return {"group": group, "gid": gid, "rules_file": f"/etc/udev/rules.d/{RULES_NAME}",
+            "rules": rules, "memlock": {**m, "limits_conf": m["limits_conf"].format(group=group)},
+            "steps": steps}

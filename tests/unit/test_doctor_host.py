@@ -32,3 +32,23 @@ def test_doctor_names_each_missing_piece_on_this_host():
     for c in failed:
         assert f"[{c['status']}] {c['name']}" in text.stdout and f"fix: {c['fix']}" in text.stdout
     assert text.stdout.splitlines()[-1].startswith("verdict: ")
+
+
+def test_setup_permissions_asks_to_create_only_a_group_this_host_lacks():
+    """udev ignores a rule naming an unknown group (it only logs it): `groupadd` is the first
+    step exactly when /etc/group has no such group (root always exists; the other name no
+    host has)."""
+    def run(group):
+        p = subprocess.run([sys.executable, "-m", "vfioctl", "setup-permissions", "--group", group,
+                            "--json"], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    root = run("root")
+    assert root["gid"] == 0 and not any("groupadd" in s for s in root["steps"])
+    assert root["steps"][0].startswith("usermod -aG root ")
+    lacking = run("vfioctl-no-such-grp")
+    assert lacking["gid"] is None
+    assert lacking["steps"][0].startswith("groupadd --system vfioctl-no-such-grp ")
+    assert lacking["steps"][1:] == [s.replace("root", "vfioctl-no-such-grp")
+                                    for s in root["steps"]]
