@@ -277,10 +277,11 @@ def selftest(device, iommu_mode, vf_token, seconds, seed, as_json):
     Touches: programs the device (it is reset first and quieted after; igb is put in loopback
     and function-reset after a blocked copy), maps and unmaps DMA buffers.
     """
-    from .selftest import run
+    from .selftest import check_device, run
 
     if not 0 < seconds <= 3600:
         raise UsageError(f"--seconds {seconds} is out of range", hint="use 0 < --seconds <= 3600")
+    check_device(device, iommu_mode)
     with open_session(device, iommu_mode, vf_token) as s:
         report = run(s, seconds=seconds, seed=seed)
     if as_json:

@@ -269,6 +269,21 @@ class _Run:
                                      "verified, no interrupt", observed, not bad and no_msi)
 
 
+def check_device(spec: str, iommu_mode: str | None = None):
+    """What a self-test asks before it opens a session: the mode is one (as a session asks
+    first), the device SPEC names exists and a driver here can drive it. Returns its PciDevice.
+    A device with no driver is told so whatever it is bound to, not first to be bound to
+    vfio-pci only to hear then that no driver can drive it."""
+    from .backend import requested_mode
+    from .drivers import require_driver
+    from .pci import resolve
+
+    requested_mode(iommu_mode)
+    pci = resolve(spec)
+    require_driver(pci)
+    return pci
+
+
 def run(session, *, seconds: float = 1.0, seed: int | None = None) -> SelftestReport:
     """Run the checks on an open session's device through its DMA driver
     (``session.driver()``). The DMA buffers it maps are unmapped before it returns."""

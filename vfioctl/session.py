@@ -184,12 +184,9 @@ class Session:
         IOVAs and send an interrupt. One per session; closed with it. UsageError naming the
         devices that have one if this device has none."""
         if self._driver is None:
-            from .drivers import driver_class, no_driver_error
+            from .drivers import require_driver
 
-            cls = driver_class(self.pci.vendor, self.pci.device)
-            if cls is None:
-                raise no_driver_error(self.pci.bdf, self.pci.ids)
-            drv = cls(self)
+            drv = require_driver(self.pci)(self)
             try:
                 drv.init()
             except BaseException:

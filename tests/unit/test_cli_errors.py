@@ -27,6 +27,8 @@ def cli(*args):
     (("info", "0000:7f:1f.7", "--iommu-mode", "type3"), "unknown IOMMU mode 'type3'"),
     (("read", "0000:7f:1f.7", "bar0", "0", "--iommu-mode", "type3"),
      "unknown IOMMU mode 'type3'"),
+    (("selftest", "0000:7f:1f.7", "--iommu-mode", "type3"), "unknown IOMMU mode 'type3'"),
+    (("selftest", "0000:7f:1f.7"), "no PCI device 0000:7f:1f.7"),
 ])
 def test_bad_input_is_one_line_with_a_hint(args, needle):
     rc, out, err = cli(*args)

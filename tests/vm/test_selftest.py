@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from vmhelpers import EDU, IGB, IVSHMEM, driver_of, find_pci, run_cli
+from vmhelpers import EDU, IGB, IVSHMEM, NVME, driver_of, find_pci, run_cli
 
 import vfioctl
 from vfioctl.errors import UsageError
@@ -114,3 +114,15 @@ def test_selftest_without_a_driver_names_the_devices_that_have_one(ivshmem, mode
     assert f"{ivshmem} ({IVSHMEM}) has no DMA driver" in err
     assert f"{find_pci(EDU)} (edu)" in err and f"{find_pci(IGB)} (igb)" in err
     assert "8086:10c9" in err and "1234:11e8" in err
+
+
+def test_selftest_of_a_host_driven_device_says_no_driver_and_leaves_it(nvme, mode):
+    """nvme on its host driver: the answer is that no driver here drives it (not first "bind it
+    to vfio-pci", which would only lead to that answer); a mode that is no mode is the first
+    error, as for every command; nvme stays on its driver."""
+    rc, out, err = run_cli("selftest", nvme, "--iommu-mode", mode)
+    assert (rc, out) == (2, ""), err
+    assert f"{nvme} ({NVME}) has no DMA driver" in err and "vfio-pci" not in err, err
+    rc, out, err = run_cli("selftest", nvme, "--iommu-mode", "type3")
+    assert (rc, out) == (2, "") and "unknown IOMMU mode 'type3'" in err, err
+    assert driver_of(nvme) == "nvme"

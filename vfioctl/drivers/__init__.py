@@ -15,7 +15,7 @@ from .igb import IgbDriver
 DRIVERS: tuple[type[DmaDriver], ...] = (EduDriver, IgbDriver)
 
 __all__ = ["DRIVERS", "DmaDriver", "EduDriver", "IgbDriver", "MemcpyResult", "driver_class",
-           "no_driver_error"]
+           "no_driver_error", "require_driver"]
 
 
 def driver_class(vendor: int, device: int) -> type[DmaDriver] | None:
@@ -23,6 +23,15 @@ def driver_class(vendor: int, device: int) -> type[DmaDriver] | None:
         if (vendor, device) in cls.ids:
             return cls
     return None
+
+
+def require_driver(pci) -> type[DmaDriver]:
+    """The driver class for PciDevice ``pci``; UsageError naming the devices that have one if
+    there is none."""
+    cls = driver_class(pci.vendor, pci.device)
+    if cls is None:
+        raise no_driver_error(pci.bdf, pci.ids)
+    return cls
 
 
 def _present() -> list[str]:
