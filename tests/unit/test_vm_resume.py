@@ -405,3 +405,17 @@ def test_a_guest_whose_heartbeat_stops_is_nudged_from_the_monitor_then_ended(tmp
     pulse.write_text("end 3 2.4\n")
     beat = vm_run.Heartbeat(pulse, 60, tmp_path)
     assert beat.check(900, 0) is None and beat.check(2000, 0) is None and sent == [["nmi"]] * 2
+
+
+def test_time_by_file_sums_each_files_tests_slowest_first(tmp_path):
+    vm_tests = load("vm-tests")
+    path = tmp_path / "junit-vm.xml"
+    path.write_text(
+        '<testsuites><testsuite tests="4">'
+        '<testcase classname="test_dma" name="a" time="1.5"/>'
+        '<testcase classname="tests.vm.test_plugin" name="b" time="40.25"/>'
+        '<testcase classname="test_dma.TestMaps" name="c" time="2.5"/>'
+        '<testcase classname="test_dma" name="d"/>'
+        '</testsuite></testsuites>')
+    assert vm_tests.seconds_by_file(path) == [("test_plugin", 40.25), ("test_dma", 4.0)]
+    assert vm_tests.seconds_by_file(tmp_path / "none.xml") == []
