@@ -7,7 +7,7 @@ import sys
 import xml.etree.ElementTree as ET
 from importlib.metadata import entry_points
 
-from vmhelpers import EDU, STATE, driver_of, find_all, find_pci, offered_modes
+from vmhelpers import EDU, NO_UNUSED_PLUGINS, STATE, driver_of, find_all, find_pci, offered_modes
 
 USER_TESTS = '''
 import pytest
@@ -44,7 +44,8 @@ def test_fixture_error(broken):
 
 def _pytest(tmp_path, text, *args):
     (tmp_path / "test_user.py").write_text(text)
-    p = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+    p = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                        *NO_UNUSED_PLUGINS, "-q",
                         "--rootdir", str(tmp_path), str(tmp_path / "test_user.py"), *args],
                        capture_output=True, text=True, cwd=tmp_path, timeout=600)
     return p.returncode, p.stdout + p.stderr
