@@ -160,6 +160,8 @@ def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = No
     import vfioctl.cli  # noqa: F401  (import before forking/dropping privileges)
     import vfioctl.session  # noqa: F401
     import vfioctl.probe  # noqa: F401
+    import vfioctl.doctor  # noqa: F401  (and what it imports: gzip, platform)
+    import vfioctl.selftest  # noqa: F401
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     pid = os.fork()
