@@ -3,6 +3,8 @@ nodes, and what RLIMIT_MEMLOCK must allow. Binding (sysfs writes) stays root's."
 from __future__ import annotations
 
 import grp
+import os
+import pwd
 import re
 import resource
 from importlib import resources
@@ -49,6 +51,17 @@ def _gid(group: str) -> int | None:
         return None
 
 
+def _who() -> str:
+    """The user to add to the group: the one who ran sudo, else the caller if not root, else
+    the placeholder USER (root itself needs no group)."""
+    if os.geteuid() == 0:
+        return os.environ.get("SUDO_USER") or "USER"
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return "USER"
+
+
 def setup(group: str = DEFAULT_GROUP) -> dict:
     """The rules for ``group``, the memlock advice, and the steps to install them. ``gid`` is
     None where this host has no such group: udev ignores a rule naming an unknown group (it
@@ -57,7 +70,7 @@ def setup(group: str = DEFAULT_GROUP) -> dict:
     rules = udev_rules(group)
     gid = _gid(group)
     steps = [] if gid is not None else [f"groupadd --system {group}   # no such group here yet"]
-    steps += [f"usermod -aG {group} USER   # then log in again",
+    steps += [f"usermod -aG {group} {_who()}   # then log in again",
               f"install the rules as /etc/udev/rules.d/{RULES_NAME}, then "
               "udevadm control --reload && udevadm trigger",
               "raise RLIMIT_MEMLOCK for the group (see memlock)"]

@@ -38,9 +38,10 @@ def test_setup_permissions_asks_to_create_only_a_group_this_host_lacks():
     """udev ignores a rule naming an unknown group (it only logs it): `groupadd` is the first
     step exactly when /etc/group has no such group (root always exists; the other name no
     host has)."""
-    def run(group):
+    def run(group, **env):
+        base = {k: v for k, v in os.environ.items() if k != "SUDO_USER"}
         p = subprocess.run([sys.executable, "-m", "vfioctl", "setup-permissions", "--group", group,
-                            "--json"], capture_output=True, text=True)
+                            "--json"], capture_output=True, text=True, env={**base, **env})
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout)
 
@@ -52,3 +53,21 @@ def test_setup_permissions_asks_to_create_only_a_group_this_host_lacks():
     assert lacking["steps"][0].startswith("groupadd --system vfioctl-no-such-grp ")
     assert lacking["steps"][1:] == [s.replace("root", "vfioctl-no-such-grp")
                                     for s in root["steps"]]
+
+    # the user to add: the one who ran sudo; as root without sudo, the placeholder
+    assert run("root")["steps"][0].startswith("usermod -aG root USER ") or os.geteuid() != 0
+    assert run("root", SUDO_USER="alice")["steps"][0].startswith("usermod -aG root alice ") \
+        or os.geteuid() != 0
+
+
+def test_setup_permissions_names_the_caller_who_is_not_root(monkeypatch):
+    """Run as a user (the interpreter here is root's, so in-process, as that uid): the step
+    names them, sudo or not."""
+    import pwd
+
+    from vfioctl import permissions
+
+    nobody = pwd.getpwnam("nobody")
+    monkeypatch.setattr(permissions.os, "geteuid", lambda: nobody.pw_uid)
+    monkeypatch.setenv("SUDO_USER", "alice")  # not root: sudo did not make this process
+    assert permissions.setup("vfio")["steps"][-3].startswith("usermod -aG vfio nobody ")
