@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from vmhelpers import (E1000E, EDU_BUF, IVSHMEM, MASK28, NVME, Edu, driver_of, find_all,
-                       find_pci, group_of, run_cli, sysfs_bind)
+from vmhelpers import (E1000E, EDU_BUF, IRQ_WAIT_S, IVSHMEM, MASK28, NVME, Edu, driver_of,
+                       find_all, find_pci, group_of, run_cli, sysfs_bind)
 
 import vfioctl
 from vfioctl.errors import EnvironmentProblem, KernelError, UsageError
@@ -331,13 +331,13 @@ def test_msi_fires_on_factorial_and_dma_completion(edu_s):
     b = e.bar0
     b.write(0x20, 0x80)  # raise an interrupt when the factorial is done
     b.write(0x08, 6)
-    assert irq.wait(timeout=10) >= 1
+    assert irq.wait(timeout=IRQ_WAIT_S) >= 1
     assert b.read(0x24) & FACT_IRQ and b.read(0x08) == 720
     b.write(0x64, FACT_IRQ)
     b.write(0x20, 0)
     buf = s.dma_alloc(4096, limit=MASK28)
     e.dma(buf.iova, EDU_BUF, 64, to_ram=False, irq=True)
-    assert irq.wait(timeout=10) >= 1
+    assert irq.wait(timeout=IRQ_WAIT_S) >= 1
     assert b.read(0x24) & DMA_IRQ
     b.write(0x64, DMA_IRQ)
     assert irq.events[0] >= 2
@@ -349,7 +349,7 @@ def test_intx_is_unmasked_after_each_event_and_the_next_arrives(edu_s):
     irq = s.device.enable_irq("intx", 1)
     for n in range(3):
         b.write(0x60, 0x1000)  # raise
-        assert irq.wait(timeout=10) == 1, f"event {n} did not arrive"
+        assert irq.wait(timeout=IRQ_WAIT_S) == 1, f"event {n} did not arrive"
         b.write(0x64, 0x1000)  # acknowledge: the device lowers the line
         irq.unmask()
     assert irq.wait(timeout=0.3) == 0  # nothing pending
@@ -382,7 +382,7 @@ def test_msix_vectors_are_wired_and_counted_via_vfio_trigger(ids, mode):
                 for _ in range(v + 1):
                     irq.trigger(v)
             for v in range(info.count):
-                assert irq.wait(v, timeout=5) == v + 1
+                assert irq.wait(v, timeout=IRQ_WAIT_S) == v + 1
             assert irq.events == [v + 1 for v in range(info.count)]
             irq.close()
             assert irq.fds == [] and s.device._irqs == []
@@ -431,7 +431,7 @@ def test_e1000e_raises_each_msix_vector_itself(mode):
             bar0.write(ICR, 0xFFFFFFFF)
             for vec, cause in enumerate(causes):
                 bar0.write(ICS, cause)
-                assert irq.wait(vec, timeout=5) >= 1, f"vector {vec} did not fire"
+                assert irq.wait(vec, timeout=IRQ_WAIT_S) >= 1, f"vector {vec} did not fire"
                 time.sleep(0.05)
                 others = [v for v in range(len(causes)) if v != vec and irq.poll(v)]
                 # QEMU 10's e1000e re-raises vectors of earlier causes when a new cause is set

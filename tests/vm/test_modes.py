@@ -8,9 +8,9 @@ from pathlib import Path
 import os
 
 import pytest
-from vmhelpers import (EDU, ICH9_LPC, ICH9_SATA, ICH9_SMBUS, IGB, IGBVF, NVME, driver_of,
-                       find_all, find_pci, group_of, kernel_features, offered_modes, run_cli,
-                       sysfs_bind)
+from vmhelpers import (EDU, ICH9_LPC, ICH9_SATA, ICH9_SMBUS, IGB, IGBVF, IRQ_WAIT_S, NVME,
+                       driver_of, find_all, find_pci, group_of, kernel_features, offered_modes,
+                       run_cli, sysfs_bind)
 
 import vfioctl
 
@@ -300,7 +300,7 @@ def _vf_works(vf: str) -> None:
         irqs = s.device.enable_irq("msix", 3)
         for v in range(3):
             irqs.trigger(v)
-            assert irqs.wait(v, timeout=2.0) == 1
+            assert irqs.wait(v, timeout=IRQ_WAIT_S) == 1
 
 
 def test_a_group_path_session_opens_the_container_node_once(edu, group_mode, monkeypatch):

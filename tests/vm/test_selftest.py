@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from vmhelpers import EDU, IGB, IVSHMEM, NVME, driver_of, find_pci, run_cli
+from vmhelpers import EDU, IGB, IRQ_WAIT_S, IVSHMEM, NVME, driver_of, find_pci, run_cli
 
 import vfioctl
 from vfioctl.errors import UsageError
@@ -85,7 +85,7 @@ def test_igb_recovers_when_a_copy_never_completes(igb, mode):
         res = drv.memcpy(src.iova, dst.iova, 1024)
         assert res.completed and dst.read(0, 1024) == src.read(0, 1024)
         drv.send_msi()
-        assert drv.irq.wait(0, timeout=2.0) == 1  # the re-armed MSI-X vector fires
+        assert drv.irq.wait(0, timeout=IRQ_WAIT_S) == 1  # the re-armed MSI-X vector fires
     assert driver_of(igb) == "vfio-pci"
 
 

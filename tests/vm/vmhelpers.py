@@ -30,6 +30,11 @@ IGBVF = "8086:10ca"
 #: imported at every pytest start, over 9p under TCG (measured: README, Time)
 NO_UNUSED_PLUGINS = ("-p", "no:hypothesispytest", "-p", "no:benchmark")
 
+#: how long a test waits for an interrupt it expects (s): one that fires arrives within
+#: milliseconds, but a guest CPU whose wake-up the emulator lost wakes only when the heartbeats
+#: nudge it (hangwatch.NUDGE_S, 15 s late; a 5 s wait on 7.3 ran out so, 2026-12-02)
+IRQ_WAIT_S = 30.0
+
 #: vfioctl's record of the devices it bound
 STATE = Path("/run/vfioctl/state.json")
 
