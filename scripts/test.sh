@@ -92,7 +92,7 @@ for k in sys.argv[2:]:
     aborts = s.get("emulator_aborts") or []
     nudges = s.get("nudges") or []
     print(f"vm[{s['kernel']}]: {s['passed']} passed, {s['failed']} failed"
-          + (f" (the emulator failed the VM {len(aborts)}x, resumed in a fresh VM)"
+          + (f" (the VM failed {len(aborts)}x, resumed in a fresh VM)"
              if aborts else "")
           + (f" (a CPU nudged awake {len(nudges)}x)" if nudges else "")
           + ("" if s["ok"] else "  <- FAILED"))

@@ -32,7 +32,11 @@ once), no thread in the guest can report it, and scripts/vm-run, watching the fi
 nudges the guest from QEMU's monitor and, failing that, ends the VM within a minute or two
 rather than after the console's long silence limit. The file holds the pulse count and the
 longest gap between two pulses so far (s); its last pulse, when the test process ends, begins
-with ``end``.
+with ``end``. The pulses stop while any CPU's heartbeat is ``FRESH_S`` late (``fresh``), not only
+when every CPU stops: a thread on a CPU that runs would otherwise pulse on for one that stopped.
+For the host's account of a stopped CPU, the kernel's text symbols at this boot's addresses are
+saved to ``$VFIOCTL_VM_WORKDIR/kallsyms.txt`` (``save_symbols``), which scripts/vm-run uses to
+name the function each CPU is in.
 """
 from __future__ import annotations
 
@@ -57,6 +61,11 @@ LATE_S = 60.0
 #: the file the heartbeats pulse for the host (scripts/vm-run --heartbeat), and how often (s)
 PULSE = "heartbeat"
 PULSE_S = 2.0
+#: the pulses stop while a CPU's heartbeat is later than this (s): the guest's own nudge has had
+#: its chance, and the host's watch takes over, though the other CPU runs on
+FRESH_S = 2 * NUDGE_S
+#: the kernel's text symbols at this boot's addresses, for the host (scripts/vm-run's SYMBOLS)
+SYMBOLS = "kallsyms.txt"
 
 #: nodeid -> "passed" / "failed", for the tests that finished
 outcomes: dict[str, str] = {}
@@ -191,10 +200,11 @@ class Heartbeats:
             time.sleep(1)
 
     def _pulse(self, now: float, last: bool = False) -> None:
-        """Every PULSE_S, from whichever CPU's thread runs first: the count and the longest
-        gap so far into the heartbeat file (fsynced: the host watches it change); the last
-        pulse says ``end``."""
-        if self._pulse_fd is None or (now - self._pulsed < PULSE_S and not last):
+        """Every PULSE_S, from whichever CPU's thread runs first, while every CPU's heartbeat
+        is fresh(): the count and the longest gap so far into the heartbeat file (fsynced: the
+        host watches it change); the last pulse says ``end``."""
+        if self._pulse_fd is None or not last and (now - self._pulsed < PULSE_S
+                                                   or not fresh(self.beat, now)):
             return
         if not self._pulse_lock.acquire(blocking=last):
             return
@@ -232,7 +242,41 @@ class Heartbeats:
         return {cpu: age for cpu, age in self.ages().items() if age >= LATE_S}
 
 
+def fresh(beats: dict[int, float], now: float) -> bool:
+    """Whether no CPU's last beat (``beats``: CPU -> time) is more than FRESH_S old: else that
+    CPU has stopped (a nudge did not wake it), and the guest's pulses stop, so that the host
+    sees it even while the other CPU's thread runs on (a CPU whose thread runs cannot pulse for
+    one that stopped: the host watched in vain for 480 s, twice on 2026-12-02)."""
+    return all(now - beat <= FRESH_S for beat in beats.values())
+
+
 heartbeats: Heartbeats | None = None
+_modules: frozenset[str] | None = None  # the modules loaded when the symbols were last saved
+_saver: subprocess.Popen | None = None
+
+
+def save_symbols() -> None:
+    """At a test's start, the first time and whenever a module was loaded or removed since: the
+    kernel's text symbols (/proc/kallsyms, this boot's addresses) into the work directory's
+    SYMBOLS, for scripts/vm-run to name the function a stopped CPU is in. A niced grep in the
+    background: off this process's GIL and behind the tests' own work (about 3 s of a CPU
+    under TCG for Debian's kernel, with its modules)."""
+    global _modules, _saver
+    if not os.environ.get("VFIOCTL_VM_WORKDIR") or _saver and _saver.poll() is None:
+        return  # (still saving: the next test's start looks again)
+    try:
+        modules = frozenset(line.split(" ", 1)[0]
+                            for line in Path("/proc/modules").read_text().splitlines())
+    except OSError:
+        modules = frozenset()
+    if modules == _modules:
+        return
+    _modules = modules
+    _saver = subprocess.Popen(["nice", "-n", "19", "sh", "-c",
+                               'grep -E "^[0-9a-f]+ [tTwW] " /proc/kallsyms > "$1.new" '
+                               '&& mv "$1.new" "$1"', "sh", str(_workdir() / SYMBOLS)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
 
 
 def _hung(nodeid: str, started: float) -> None:
@@ -271,6 +315,7 @@ def arm(nodeid: str) -> threading.Timer:
     if heartbeats is None:
         heartbeats = Heartbeats()
     heartbeats.test = nodeid
+    save_symbols()
     t = threading.Timer(LIMIT, _hung, args=(nodeid, time.monotonic()))
     t.daemon = True
     t.start()

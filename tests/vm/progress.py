@@ -44,9 +44,9 @@ def nudged(nodeid: str | None, cpu: int, late_s: float) -> None:
 
 
 def host_nudged(workdir: Path, late_s: float, woke: bool) -> None:
-    """On the host (scripts/vm-run): the guest's heartbeat had stopped for ``late_s`` on every
-    CPU, and an NMI from QEMU's monitor did (``woke``) or did not bring it back, during the
-    test the log shows running."""
+    """On the host (scripts/vm-run): the guest's heartbeat file had stopped for ``late_s`` (a
+    CPU's heartbeat, or every CPU's, had stopped: hangwatch.fresh), and an NMI from QEMU's
+    monitor did (``woke``) or did not bring it back, during the test the log shows running."""
     _, running = read(workdir / NAME)
     _append({"nudged": running, "by": "host", "late_s": round(late_s), "woke": woke}, workdir)
 
