@@ -142,6 +142,43 @@ def cdev_of(bdf: str) -> Path:
     return node
 
 
+_preloaded = False
+
+
+def preload() -> None:
+    """Import every vfioctl module, and every module one of them imports inside a function
+    (pyudev, grp, ipaddress, ...), once per process. run_cli's child of another uid cannot
+    import anything: the interpreter's files are under /root. A hand-kept list of modules
+    missed doctor's lazily loaded stdlib (three failures on 7.3, 2026-12-02); this one reads
+    the imports from the sources themselves."""
+    global _preloaded
+    if _preloaded:
+        return
+    import ast
+    import importlib
+    import pkgutil
+
+    import vfioctl
+
+    names = ["vfioctl"] + [m.name for m in pkgutil.walk_packages(vfioctl.__path__, "vfioctl.")
+                           if not m.name.endswith(".__main__")]  # (that one runs the CLI)
+    for name in names:
+        module = importlib.import_module(name)
+        for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
+            if isinstance(node, ast.Import):
+                deps = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                deps = [node.module]
+            else:
+                continue
+            for dep in deps:
+                try:
+                    importlib.import_module(dep)
+                except ImportError:
+                    pass  # an optional module this machine lacks: the CLI copes without it
+    _preloaded = True
+
+
 def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = None,
             fresh: bool = False, inject=None, groups: tuple[int, ...] = ()) -> tuple[int, str, str]:
     """Run ``vfioctl ARGS`` in a child process: (exit status, stdout, stderr); ``env`` adds
@@ -162,11 +199,7 @@ def run_cli(*args: str, user: int | None = None, env: dict[str, str] | None = No
         p = subprocess.run([sys.executable, "-m", "vfioctl", *args], capture_output=True,
                            text=True, timeout=120, env={**os.environ, **(env or {})})
         return p.returncode, p.stdout, p.stderr
-    import vfioctl.cli  # noqa: F401  (import before forking/dropping privileges)
-    import vfioctl.session  # noqa: F401
-    import vfioctl.probe  # noqa: F401
-    import vfioctl.doctor  # noqa: F401  (and what it imports: gzip, platform)
-    import vfioctl.selftest  # noqa: F401
+    preload()  # before forking: the child of another uid can import nothing more
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     pid = os.fork()
