@@ -393,6 +393,14 @@ mmap_option = click.option("--mmap", "use_mmap", is_flag=True,
                            help="access through an mmap of the region, not pread/pwrite")
 
 
+def check_region(region: str) -> None:
+    """REGION's name checked before any device is looked for or opened: a name that is no
+    region is the first thing to fix, whatever state the device is in."""
+    from .device import region_index
+
+    region_index(region)
+
+
 def _accessor(s, region: str, use_mmap: bool):
     reg = s.region(region)
     return reg, (reg.mmap() if use_mmap else reg)
@@ -412,6 +420,7 @@ def read(device, region, offset, width, count, use_mmap, iommu_mode, vf_token, a
     off, w = int_arg(offset, "offset"), int(width)
     if count < 1:
         raise UsageError(f"--count {count} is not positive", hint="use --count 1 or more")
+    check_region(region)
     with open_session(device, iommu_mode, vf_token) as s:
         reg, acc = _accessor(s, region, use_mmap)
         values = [acc.read(off + i * w, w) for i in range(count)]
@@ -438,6 +447,7 @@ def write(device, region, offset, values, width, use_mmap, iommu_mode, vf_token,
     """Write VALUES (WIDTH bytes each, consecutively) to REGION at OFFSET."""
     off, w = int_arg(offset, "offset"), int(width)
     nums = [int_arg(v, "value") for v in values]
+    check_region(region)
     with open_session(device, iommu_mode, vf_token) as s:
         reg, acc = _accessor(s, region, use_mmap)
         for i, v in enumerate(nums):
@@ -471,6 +481,7 @@ def hexdump(data: bytes, base: int) -> list[str]:
 def dump(device, region, offset, length, use_mmap, iommu_mode, vf_token, as_json):
     """Hexdump LENGTH bytes of REGION from OFFSET (default: up to 256 bytes)."""
     off = int_arg(offset, "offset")
+    check_region(region)
     with open_session(device, iommu_mode, vf_token) as s:
         reg, acc = _accessor(s, region, use_mmap)
         n = int_arg(length, "length") if length is not None else max(min(reg.size - off, 256), 1)

@@ -23,6 +23,10 @@ def cli(*args):
     (("read", "0000:7f:1f.7", "bar0", "0", "--count", "0"), "--count 0 is not positive"),
     (("read", "0000:7f:1f.7", "bar0", "zz"), "offset 'zz' is not a number"),
     (("write", "0000:7f:1f.7", "bar0", "0", "0xfg"), "value '0xfg' is not a number"),
+    # the region's name is checked before the device is looked for
+    (("read", "0000:7f:1f.7", "bar9", "0"), "unknown region 'bar9'"),
+    (("write", "0000:7f:1f.7", "flash", "0", "1"), "unknown region 'flash'"),
+    (("dump", "0000:7f:1f.7", "bar9"), "unknown region 'bar9'"),
     # the mode is checked before the device is looked for
     (("info", "0000:7f:1f.7", "--iommu-mode", "type3"), "unknown IOMMU mode 'type3'"),
     (("read", "0000:7f:1f.7", "bar0", "0", "--iommu-mode", "type3"),
