@@ -291,10 +291,11 @@ def test_a_silent_guest_with_a_halted_cpu_and_an_interrupt_pending_is_the_emulat
     vm_run = load("vm-run")
     states = vm_run.cpu_states(MONITOR_PENDING)
     assert states == [
-        {"cpu": 0, "rip": "ffffffff8140d1fc", "halted": True, "interrupts": True, "pending": [236]},
+        {"cpu": 0, "rip": "ffffffff8140d1fc", "halted": True, "interrupts": True, "pending": [236],
+         "in_service": []},
         # 236's class (14) is not above PPR 0xe0's: not deliverable
         {"cpu": 1, "rip": "ffffffff813fd3ab", "halted": False, "interrupts": True,
-         "pending": []}]
+         "pending": [], "in_service": []}]
     assert vm_run.cpu_summary(MONITOR_PENDING) == ["CPU0 RIP=ffffffff8140d1fc HLT=1 IF=1 pending=236",
                                            "CPU1 RIP=ffffffff813fd3ab HLT=0 IF=1"]
     cpus = tmp_path / "qemu-cpus.json"
@@ -518,3 +519,43 @@ def test_a_silent_guest_with_the_cpu_it_nudged_still_halted_is_the_emulators(tmp
         "thread (a 1 s sleep) not run since the guest nudged it: the emulator did not wake it")
     progress.nudged("t2", 0, 15.6)  # a nudge of a CPU that runs blames nothing
     assert "CPU0" not in vm_tests.emulator_fault(tmp_path)
+
+
+# QEMU's monitor on a 7.3 guest killed for its silence during the e1000e MSI-X test (2026-12-03,
+# abridged): both CPUs idle, CPU0's timer vector still in service, its later interrupts held
+MONITOR_IN_SERVICE = """== info registers -a
+CPU#0
+RIP=ffffffff814761cf RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1
+CPU#1
+RIP=ffffffff814761cf RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1
+== info lapic 0
+dumping local APIC state for CPU 0 \n
+LVTT\t 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)
+Timer\t DCR=0x3 (divide by 16) initial_count = 208582 current_count = 0
+ISR\t 236 \n
+IRR\t 43 44 236 \n
+APR 0x00 TPR 0x10 DFR 0x0f LDR 0x00 PPR 0xe0
+== info lapic 1
+dumping local APIC state for CPU 1 \n
+Timer\t DCR=0x3 (divide by 16) initial_count = 172370 current_count = 38419
+ISR\t (none)
+IRR\t (none)
+APR 0x01 TPR 0x10 DFR 0x0f LDR 0x00 PPR 0x10
+"""
+
+
+def test_a_halted_cpu_with_an_interrupt_still_in_service_lost_its_end(tmp_path, vm_tests):
+    vm_run = load("vm-run")
+    states = vm_run.cpu_states(MONITOR_IN_SERVICE)
+    assert [(c["pending"], c["in_service"]) for c in states] == [([], [236]), ([], [])]
+    assert vm_run.cpu_summary(MONITOR_IN_SERVICE)[0] == (
+        "CPU0 RIP=ffffffff814761cf HLT=1 IF=1 in-service=236")
+    states[1].update(halted=False, interrupts=True, moved=True)  # even with CPU1 running on
+    (tmp_path / "qemu-cpus.json").write_text(json.dumps(states))
+    assert vm_tests.emulator_fault(tmp_path) == (
+        "the guest went silent with CPU0 halted, interrupts enabled and vector 236 still in "
+        "service: its end-of-interrupt was lost (Linux writes it before it idles), and with it "
+        "every interrupt of a lower class, its timer's included")
+    states[0]["interrupts"] = False  # halted with interrupts off: stopped itself, not this
+    (tmp_path / "qemu-cpus.json").write_text(json.dumps(states))
+    assert vm_tests.emulator_fault(tmp_path) is None
