@@ -64,7 +64,8 @@ PULSE_S = 2.0
 #: the pulses stop while a CPU's heartbeat is later than this (s): the guest's own nudge has had
 #: its chance, and the host's watch takes over, though the other CPU runs on
 FRESH_S = 2 * NUDGE_S
-#: the kernel's text symbols at this boot's addresses, for the host (scripts/vm-run's SYMBOLS)
+#: the kernel's text symbols at this boot's addresses, for the host (scripts/vm-run names
+#: stopped CPUs' RIPs with them)
 SYMBOLS = "kallsyms.txt"
 
 #: nodeid -> "passed" / "failed", for the tests that finished

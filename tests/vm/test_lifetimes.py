@@ -39,10 +39,6 @@ class Resources:
         return True
 
 
-def resources() -> Resources:
-    return Resources()
-
-
 def test_cycles_and_failures_leak_no_fds_or_mappings(edu, mode):
     cycles = 1000 if mode == offered_modes()[0] else 200  # 1,000 in the kernel's first mode
 
@@ -54,13 +50,13 @@ def test_cycles_and_failures_leak_no_fds_or_mappings(edu, mode):
             s.device.enable_irq("msi", 1)
 
     cycle()  # the first one imports and warms caches
-    before = resources()
+    before = Resources()
     for _ in range(cycles):
         cycle()
     failures = 0
     with vfioctl.open(edu, iommu_mode=mode) as s:
         s.region("bar0")
-        opened = resources()
+        opened = Resources()
 
         def past_the_end():
             with s.region("bar0").mmap() as m:  # the same Region each time; its mmap closed
@@ -74,14 +70,14 @@ def test_cycles_and_failures_leak_no_fds_or_mappings(edu, mode):
                 with pytest.raises(VfioctlError):
                     bad()
                 failures += 1
-        assert resources().same_as(opened) and len(s.device._regions) == 1
+        assert Resources().same_as(opened) and len(s.device._regions) == 1
     nvme = find_pci(NVME)
     for _ in range(200):  # failing opens: the device is on its host driver
         with pytest.raises(VfioctlError):
             vfioctl.open(nvme, iommu_mode=mode)
         failures += 1
     assert failures == 1000
-    assert resources().same_as(before)
+    assert Resources().same_as(before)
 
 
 def test_use_after_close_says_closed(edu, mode):
