@@ -3,6 +3,12 @@
 set -euo pipefail
 py=${VFIOCTL_PYTHON:-python3}   # scripts/vm-run passes the host's interpreter
 vfioctl() { echo; echo "\$ vfioctl $*"; "$py" -m vfioctl "$@"; }
+# The test bed's heartbeats beside the demo: QEMU's TCG now and then loses a halted CPU's wake-up
+# (README: the test bed), and they nudge it (and pulse the file scripts/vm-run --heartbeat
+# watches, which nudges from outside if every CPU stopped)
+"$py" tests/vm/hangwatch.py &
+heartbeats=$!
+trap 'kill "$heartbeats"; wait "$heartbeats" || true' EXIT
 
 edu=$("$py" -c 'import vfioctl.discovery as d; print(d.list_devices("1234:11e8")[0].bdf)')
 vfioctl doctor || true

@@ -17,4 +17,4 @@ esac
 bash scripts/install-deps.sh
 kernel=$(bash scripts/build-kernel.sh "$kernel_name" | tail -n 1)
 py=$(python3 -c 'import os, sys; print(os.path.realpath(sys.executable))')
-exec "$py" scripts/vm-run --kernel "$kernel" --timeout 600 -- bash scripts/demo-guest.sh
+exec "$py" scripts/vm-run --kernel "$kernel" --timeout 600 --heartbeat -- bash scripts/demo-guest.sh

@@ -447,6 +447,64 @@ def test_the_guest_pulses_only_while_every_cpus_heartbeat_is_fresh(tmp_path, mon
     assert pulse.read_text().split()[0] == "end"
 
 
+def test_the_heartbeats_run_alone_beside_the_demo_and_end_with_a_last_pulse(tmp_path):
+    """``python3 tests/vm/hangwatch.py`` (scripts/demo-guest.sh runs it): it pulses, and on
+    SIGTERM (a second one while it ends, too) exits 0 with the last pulse, ``end``."""
+    import signal
+    import time
+
+    import hangwatch
+
+    env = {"PATH": "/usr/bin:/bin", "VFIOCTL_VM_WORKDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests/vm/hangwatch.py")], env=env)
+    pulse = tmp_path / hangwatch.PULSE
+    try:
+        deadline = time.monotonic() + 30
+        while not pulse.is_file() or not pulse.read_text().strip():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        assert int(pulse.read_text().split()[0]) >= 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+    assert rc == 0
+    assert pulse.read_text().split()[0] == "end"
+
+
+def test_vm_run_removes_the_workdir_it_made_after_a_clean_run_only(tmp_path, monkeypatch,
+                                                                   capsys):
+    """Without --workdir, vm-run's temporary one goes after the guest exited 0; a failed run
+    keeps it (its evidence) and says where; a --workdir of the caller's is never removed."""
+    vm_run = load("vm-run")
+    made = []
+    monkeypatch.setattr(vm_run.shutil, "which", lambda tool, **kw: "/usr/bin/" + tool)
+    monkeypatch.setattr(vm_run, "qemu_version", lambda: (10, 0))
+    monkeypatch.setattr(vm_run, "kernel_dir", lambda arg: tmp_path)
+
+    def mkdtemp(prefix: str) -> str:
+        made.append(tmp_path / f"{prefix}{len(made)}")
+        made[-1].mkdir()
+        return str(made[-1])
+
+    monkeypatch.setattr(vm_run.tempfile, "mkdtemp", mkdtemp)
+    monkeypatch.setattr(sys, "argv", ["vm-run", "--", "true"])
+    for rc in (0, 3):
+        def boot(args, cmd, kernel, workdir: Path, rc: int = rc) -> int:
+            (workdir / "output-tail.txt").write_text("the guest's last words")
+            return rc
+
+        monkeypatch.setattr(vm_run, "boot", boot)
+        assert vm_run.main() == rc
+    assert not made[0].exists()
+    assert (made[1] / "output-tail.txt").is_file()
+    assert f"the run's files are kept in {made[1]}" in capsys.readouterr().err
+    own = tmp_path / "own"
+    monkeypatch.setattr(sys, "argv", ["vm-run", "--workdir", str(own), "--", "true"])
+    monkeypatch.setattr(vm_run, "boot", lambda args, cmd, kernel, workdir: 0)
+    assert vm_run.main() == 0 and own.is_dir()
+
+
 def test_vm_run_names_each_cpus_function_and_whether_it_moved(tmp_path, monkeypatch):
     vm_run = load("vm-run")
     (tmp_path / "kallsyms.txt").write_text(

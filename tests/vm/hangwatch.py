@@ -36,7 +36,8 @@ with ``end``. The pulses stop while any CPU's heartbeat is ``FRESH_S`` late (``f
 when every CPU stops: a thread on a CPU that runs would otherwise pulse on for one that stopped.
 For the host's account of a stopped CPU, the kernel's text symbols at this boot's addresses are
 saved to ``$VFIOCTL_VM_WORKDIR/kallsyms.txt`` (``save_symbols``), which scripts/vm-run uses to
-name the function each CPU is in.
+name the function each CPU is in. Run as a script (``main``), this module runs the heartbeats
+alone, beside a guest command that is not the suite (the demo).
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -321,3 +323,25 @@ def arm(nodeid: str) -> threading.Timer:
     t.daemon = True
     t.start()
     return t
+
+
+def main() -> None:
+    """``python3 tests/vm/hangwatch.py``: the heartbeats alone, beside a guest command that is
+    not the suite (scripts/demo-guest.sh), until SIGTERM. They nudge a CPU whose wake-up the
+    emulator lost and pulse the file that ``scripts/vm-run --heartbeat`` watches (the last
+    pulse says ``end``); the kernel's symbols are saved as at each test's start."""
+    global heartbeats
+
+    def stop(*_) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the last pulse is being written
+        sys.exit(0)  # (through atexit: the last pulse)
+
+    signal.signal(signal.SIGTERM, stop)
+    heartbeats = Heartbeats()
+    while True:
+        save_symbols()  # (again only after a module was loaded or removed)
+        time.sleep(5)
+
+
+if __name__ == "__main__":
+    main()
