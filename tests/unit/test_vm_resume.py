@@ -292,12 +292,13 @@ def test_a_silent_guest_with_a_halted_cpu_and_an_interrupt_pending_is_the_emulat
     states = vm_run.cpu_states(MONITOR_PENDING)
     assert states == [
         {"cpu": 0, "rip": "ffffffff8140d1fc", "halted": True, "interrupts": True, "pending": [236],
-         "in_service": []},
+         "in_service": [], "timer": 0},
         # 236's class (14) is not above PPR 0xe0's: not deliverable
         {"cpu": 1, "rip": "ffffffff813fd3ab", "halted": False, "interrupts": True,
-         "pending": [], "in_service": []}]
-    assert vm_run.cpu_summary(MONITOR_PENDING) == ["CPU0 RIP=ffffffff8140d1fc HLT=1 IF=1 pending=236",
-                                           "CPU1 RIP=ffffffff813fd3ab HLT=0 IF=1"]
+         "pending": [], "in_service": [], "timer": None}]
+    assert vm_run.cpu_summary(MONITOR_PENDING) == [
+        "CPU0 RIP=ffffffff8140d1fc HLT=1 IF=1 pending=236 timer=0 (ran out)",
+        "CPU1 RIP=ffffffff813fd3ab HLT=0 IF=1"]
     cpus = tmp_path / "qemu-cpus.json"
     cpus.write_text(json.dumps(states))
     assert vm_tests.emulator_fault(tmp_path) == (
@@ -607,7 +608,7 @@ def test_a_halted_cpu_with_an_interrupt_still_in_service_lost_its_end(tmp_path, 
     states = vm_run.cpu_states(MONITOR_IN_SERVICE)
     assert [(c["pending"], c["in_service"]) for c in states] == [([], [236]), ([], [])]
     assert vm_run.cpu_summary(MONITOR_IN_SERVICE)[0] == (
-        "CPU0 RIP=ffffffff814761cf HLT=1 IF=1 in-service=236")
+        "CPU0 RIP=ffffffff814761cf HLT=1 IF=1 in-service=236 timer=0 (ran out)")
     states[1].update(halted=False, interrupts=True, moved=True)  # even with CPU1 running on
     (tmp_path / "qemu-cpus.json").write_text(json.dumps(states))
     assert vm_tests.emulator_fault(tmp_path) == (
@@ -617,3 +618,81 @@ def test_a_halted_cpu_with_an_interrupt_still_in_service_lost_its_end(tmp_path, 
     states[0]["interrupts"] = False  # halted with interrupts off: stopped itself, not this
     (tmp_path / "qemu-cpus.json").write_text(json.dumps(states))
     assert vm_tests.emulator_fault(tmp_path) is None
+
+
+# the local APICs when Debian's guest went silent with both CPUs halted (this machine,
+# 2026-12-03, in test_lifetimes; an NMI from the host woke CPU0 and nothing came of it)
+MONITOR_TIMERS = """== info registers -a
+CPU#0
+RIP=ffffffff87f0fa3f RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1
+CPU#1
+RIP=ffffffff87f0fa3f RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1
+== info lapic 0
+dumping local APIC state for CPU 0 \n
+LVTT\t 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)
+Timer\t DCR=0x3 (divide by 16) initial_count = 56137057 current_count = 27545118
+ISR\t (none)
+IRR\t (none)
+APR 0x00 TPR 0x10 DFR 0x0f LDR 0x00 PPR 0x10
+== info lapic 1
+dumping local APIC state for CPU 1 \n
+LVTT\t 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)
+Timer\t DCR=0x3 (divide by 16) initial_count = 29740385 current_count = 1343883
+ISR\t (none)
+IRR\t (none)
+APR 0x01 TPR 0x10 DFR 0x0f LDR 0x00 PPR 0x10
+"""
+
+
+@pytest.mark.parametrize("counting", [False, True])
+def test_vm_run_samples_each_cpus_timer_and_the_verdict_says_whether_it_counted(
+        tmp_path, monkeypatch, vm_tests, counting):
+    """A local APIC timer counts on QEMU's virtual clock: the same count 2 s later is a clock
+    that stood still; a count that moved is a clock that runs, and then every CPU halted is a
+    guest waiting for an event, not for its timer."""
+    vm_run = load("vm-run")
+    later = MONITOR_TIMERS.replace("27545118", "27000000") if counting else MONITOR_TIMERS
+    asked = []
+
+    def monitor(path, cmds, wait=5.0):
+        asked.append(cmds)
+        return later
+
+    monkeypatch.setattr(vm_run.time, "sleep", lambda s: None)
+    monkeypatch.setattr(vm_run, "_monitor", monitor)
+    states, _ = vm_run.sample_cpus(MONITOR_TIMERS, tmp_path)
+    assert asked == [["info registers -a", "info lapic 0", "info lapic 1"]] * 2
+    assert [c["timer"] for c in states] == [27545118, 1343883]
+    words = "(counting)" if counting else "(the same 2 s later)"
+    assert vm_run.cpu_summary("", states) == [
+        f"CPU0 RIP=ffffffff87f0fa3f HLT=1 IF=1 timer=27545118 {words}",
+        "CPU1 RIP=ffffffff87f0fa3f HLT=1 IF=1 timer=1343883 (the same 2 s later)"]
+    (tmp_path / "qemu-cpus.json").write_text(json.dumps(states))
+    verdict = vm_tests.emulator_fault(tmp_path)
+    assert verdict.startswith("the guest went silent with every CPU halted")
+    assert ("their local APIC timers counting (QEMU's clock runs)" in verdict) == counting
+    assert ("no timer waking it" in verdict) != counting
+
+
+@pytest.mark.parametrize("timeout", [None, 1.25])
+def test_vm_run_reads_the_timeout_qemus_main_loop_waits_with(timeout):
+    """main_loop_wait() on a real process in ppoll: with no timeout, and with one."""
+    import time
+
+    call = ("ppoll(None, 0, None, None)" if timeout is None else
+            "ppoll(None, 0, ctypes.byref((ctypes.c_long * 2)(1, 250000000)), None)")
+    proc = subprocess.Popen([sys.executable, "-c", "import ctypes; "
+                             "ppoll = ctypes.CDLL(None, use_errno=True).ppoll; "
+                             f"[{call} for _ in range(1000)]"])
+    vm_run = load("vm-run")
+    try:
+        deadline = time.monotonic() + 30
+        while (wait := vm_run.main_loop_wait(proc.pid)) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert wait == ("ppoll with no timeout" if timeout is None else
+                    f"ppoll with a timeout of {timeout:.3f} s")
+    assert vm_run.main_loop_wait(proc.pid) is None  # gone
