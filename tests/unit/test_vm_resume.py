@@ -696,3 +696,48 @@ def test_vm_run_reads_the_timeout_qemus_main_loop_waits_with(timeout):
     assert wait == ("ppoll with no timeout" if timeout is None else
                     f"ppoll with a timeout of {timeout:.3f} s")
     assert vm_run.main_loop_wait(proc.pid) is None  # gone
+
+
+def lapic_dump(timers: tuple[tuple[int, int], tuple[int, int]], irr1: str) -> str:
+    """A monitor dump of two halted CPUs in the idle loop and their local APICs: each timer's
+    (initial, current) count, CPU1's IRR."""
+    text = "== info registers -a\n" + "".join(
+        f"CPU#{c}\nRIP=ffffffff814761cf RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\n"
+        for c in (0, 1))
+    for c, (initial, current) in enumerate(timers):
+        text += (f"== info lapic {c}\ndumping local APIC state for CPU {c} \n\n"
+                 "LVTT\t 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)\n"
+                 f"Timer\t DCR=0x3 (divide by 16) initial_count = {initial} "
+                 f"current_count = {current}\n"
+                 f"ISR\t (none)\nIRR\t {irr1 if c else '(none)'}\n"
+                 f"APR 0x0{c} TPR 0x10 DFR 0x0f LDR 0x00 PPR 0x10\n")
+    return text
+
+
+def test_a_halted_cpu_whose_timer_ran_out_with_nothing_pending_lost_its_interrupt(
+        tmp_path, monkeypatch, vm_tests):
+    """7.3, this machine, 2026-12-03, during test_selftest_passes_on_igb: vm-run's three dumps.
+    CPU0 halted with its timer run out and nothing pending in all three; CPU1 re-armed its
+    timer (its 4 ms tick) between them, 236 pending in two: CPU1 ran, CPU0's interrupt was
+    lost (the single-dump rule had blamed CPU1's pending 236)."""
+    vm_run = load("vm-run")
+    dumps = [lapic_dump(((246238, 0), (239799, 0)), "236 "),
+             lapic_dump(((246238, 0), (241375, 0)), "236 "),
+             lapic_dump(((246238, 0), (243944, 6497)), "(none)")]
+    monkeypatch.setattr(vm_run.time, "sleep", lambda s: None)
+    later = iter(dumps[1:])
+    monkeypatch.setattr(vm_run, "_monitor", lambda path, cmds, wait=5.0: next(later))
+    states, _ = vm_run.sample_cpus(dumps[0], tmp_path)
+    assert vm_run.cpu_summary("", states) == [
+        "CPU0 RIP=ffffffff814761cf HLT=1 IF=1 timer=0 (ran out)",
+        "CPU1 RIP=ffffffff814761cf HLT=1 IF=1 timer=0 (counting)"]
+    (tmp_path / "qemu-cpus.json").write_text(json.dumps(states))
+    assert vm_tests.emulator_fault(tmp_path) == (
+        "the guest went silent with CPU0 halted, interrupts enabled, and its local APIC timer "
+        "run out over vm-run's samples with nothing pending or in service: the emulator lost "
+        "the timer's interrupt (Linux re-arms or stops the timer in that interrupt)")
+    masked = dumps[0].replace("one-shot     Fixed", "masked one-shot     Fixed")
+    assert [c["timer"] for c in vm_run.cpu_states(masked)] == [None, None]  # it raises nothing
+    states[0]["timer_moved"] = True  # CPU0 re-armed too: both ran their ticks
+    (tmp_path / "qemu-cpus.json").write_text(json.dumps(states))
+    assert "their local APIC timers counting" in vm_tests.emulator_fault(tmp_path)
