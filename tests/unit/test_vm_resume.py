@@ -620,28 +620,27 @@ def test_a_halted_cpu_with_an_interrupt_still_in_service_lost_its_end(tmp_path, 
     assert vm_tests.emulator_fault(tmp_path) is None
 
 
+def lapic_dump(timers: tuple[tuple[int, int], tuple[int, int]], irr1: str = "(none)",
+               rip: str = "ffffffff814761cf") -> str:
+    """A monitor dump of two CPUs halted at ``rip`` (the idle loop) and their local APICs: each
+    one-shot timer's (initial, current) count, CPU1's IRR."""
+    text = "== info registers -a\n" + "".join(
+        f"CPU#{c}\nRIP={rip} RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\n"
+        for c in (0, 1))
+    for c, (initial, current) in enumerate(timers):
+        text += (f"== info lapic {c}\ndumping local APIC state for CPU {c} \n\n"
+                 "LVTT\t 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)\n"
+                 f"Timer\t DCR=0x3 (divide by 16) initial_count = {initial} "
+                 f"current_count = {current}\n"
+                 f"ISR\t (none)\nIRR\t {irr1 if c else '(none)'}\n"
+                 f"APR 0x0{c} TPR 0x10 DFR 0x0f LDR 0x00 PPR 0x10\n")
+    return text
+
+
 # the local APICs when Debian's guest went silent with both CPUs halted (this machine,
 # 2026-12-03, in test_lifetimes; an NMI from the host woke CPU0 and nothing came of it)
-MONITOR_TIMERS = """== info registers -a
-CPU#0
-RIP=ffffffff87f0fa3f RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1
-CPU#1
-RIP=ffffffff87f0fa3f RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1
-== info lapic 0
-dumping local APIC state for CPU 0 \n
-LVTT\t 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)
-Timer\t DCR=0x3 (divide by 16) initial_count = 56137057 current_count = 27545118
-ISR\t (none)
-IRR\t (none)
-APR 0x00 TPR 0x10 DFR 0x0f LDR 0x00 PPR 0x10
-== info lapic 1
-dumping local APIC state for CPU 1 \n
-LVTT\t 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)
-Timer\t DCR=0x3 (divide by 16) initial_count = 29740385 current_count = 1343883
-ISR\t (none)
-IRR\t (none)
-APR 0x01 TPR 0x10 DFR 0x0f LDR 0x00 PPR 0x10
-"""
+DEBIAN_TIMERS = ((56137057, 27545118), (29740385, 1343883))
+MONITOR_TIMERS = lapic_dump(DEBIAN_TIMERS, rip="ffffffff87f0fa3f")
 
 
 @pytest.mark.parametrize("counting", [False, True])
@@ -651,7 +650,8 @@ def test_vm_run_samples_each_cpus_timer_and_the_verdict_says_whether_it_counted(
     that stood still; a count that moved is a clock that runs, and then every CPU halted is a
     guest waiting for an event, not for its timer."""
     vm_run = load("vm-run")
-    later = MONITOR_TIMERS.replace("27545118", "27000000") if counting else MONITOR_TIMERS
+    later = (lapic_dump(((56137057, 27000000), DEBIAN_TIMERS[1]), rip="ffffffff87f0fa3f")
+             if counting else MONITOR_TIMERS)
     asked = []
 
     def monitor(path, cmds, wait=5.0):
@@ -696,22 +696,6 @@ def test_vm_run_reads_the_timeout_qemus_main_loop_waits_with(timeout):
     assert wait == ("ppoll with no timeout" if timeout is None else
                     f"ppoll with a timeout of {timeout:.3f} s")
     assert vm_run.main_loop_wait(proc.pid) is None  # gone
-
-
-def lapic_dump(timers: tuple[tuple[int, int], tuple[int, int]], irr1: str) -> str:
-    """A monitor dump of two halted CPUs in the idle loop and their local APICs: each timer's
-    (initial, current) count, CPU1's IRR."""
-    text = "== info registers -a\n" + "".join(
-        f"CPU#{c}\nRIP=ffffffff814761cf RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\n"
-        for c in (0, 1))
-    for c, (initial, current) in enumerate(timers):
-        text += (f"== info lapic {c}\ndumping local APIC state for CPU {c} \n\n"
-                 "LVTT\t 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)\n"
-                 f"Timer\t DCR=0x3 (divide by 16) initial_count = {initial} "
-                 f"current_count = {current}\n"
-                 f"ISR\t (none)\nIRR\t {irr1 if c else '(none)'}\n"
-                 f"APR 0x0{c} TPR 0x10 DFR 0x0f LDR 0x00 PPR 0x10\n")
-    return text
 
 
 def test_a_halted_cpu_whose_timer_ran_out_with_nothing_pending_lost_its_interrupt(
