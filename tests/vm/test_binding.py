@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 from vmhelpers import (E1000E, EDU, ICH9_LPC, ICH9_SATA, ICH9_SMBUS, NVME, STATE, driver_of,
-                       find_pci, run_cli, state, sysfs_bind, wait_for)
+                       find_pci, nvme_node, run_cli, state, sysfs_bind, wait_for)
 
 # host-driver specifics measured on our kernels; tests/vm/test_modes.py binds on every kernel
 pytestmark = pytest.mark.requires("cdev")
@@ -41,19 +41,19 @@ def test_list_shows_drivers_groups_cdevs_and_viability(edu):
 
 
 def test_nvme_bind_probe_unbind_roundtrip(nvme):
-    assert os.path.exists("/dev/nvme0")
+    node = nvme_node(nvme)
     rc, out, err = run_cli("bind", nvme)
     assert rc == 0, err
     assert "bound to vfio-pci (was nvme) -> /dev/vfio/devices/vfio" in out
     assert driver_of(nvme) == "vfio-pci"
     assert state()[nvme]["original_driver"] == "nvme"
-    assert not os.path.exists("/dev/nvme0")
+    assert not os.path.exists(node)
     rc, out, err = run_cli("probe", nvme, "--json")
     assert rc == 0 and json.loads(out)["ok"], out + err
     rc, out, err = run_cli("unbind", nvme)
     assert rc == 0 and "returned to nvme" in out, err
     assert driver_of(nvme) == "nvme"
-    wait_for(lambda: os.path.exists("/dev/nvme0"), what="/dev/nvme0")
+    nvme_node(nvme)
     assert nvme not in state()
     rc, out, err = run_cli("unbind", nvme)  # idempotent
     assert rc == 0 and "already on nvme" in out, err

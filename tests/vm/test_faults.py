@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from vmhelpers import EDU, driver_of, find_pci, run_cli, state, wait_for
+from vmhelpers import EDU, driver_of, find_pci, nvme_node, run_cli, state, wait_for
 
 
 
@@ -51,7 +51,7 @@ def assert_home(nvme: str) -> None:
     assert open(f"/sys/bus/pci/devices/{nvme}/driver_override").read().strip() == "(null)"
     from vfioctl.binding import State
     assert nvme not in State().load()
-    wait_for(lambda: os.path.exists("/dev/nvme0"), what="/dev/nvme0")
+    nvme_node(nvme)
 
 
 @pytest.mark.parametrize("command", ["bind", "unbind"])

@@ -132,6 +132,23 @@ def wait_for(pred, timeout=10.0, what="condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def nvme_node(bdf: str, timeout: float = 10.0) -> str:
+    """The /dev node of the nvme controller at ``bdf``, once the driver has made it: its name
+    is the kernel's (``nvme0`` unless an instance number was still held when it probed), read
+    from the device's sysfs ``nvme`` directory. A timeout names what sysfs and /dev held."""
+    ctrl = SYS_PCI / "devices" / bdf / "nvme"
+
+    def node():
+        names = sorted(os.listdir(ctrl)) if ctrl.is_dir() else []
+        return len(names) == 1 and os.path.exists(f"/dev/{names[0]}") and f"/dev/{names[0]}"
+    try:
+        return wait_for(node, timeout, what=f"the node of {bdf}'s nvme controller")
+    except AssertionError as e:
+        held = sorted(os.listdir(ctrl)) if ctrl.is_dir() else None
+        raise AssertionError(f"{e} (sysfs {ctrl}: {held}; /dev: "
+                             f"{sorted(n for n in os.listdir('/dev') if n.startswith('nvme'))})")
+
+
 def cdev_of(bdf: str) -> Path:
     """The device's /dev/vfio/devices/vfioN, checked to exist as a node."""
     vfio_dev = SYS_PCI / "devices" / bdf / "vfio-dev"
