@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 from vmhelpers import (E1000E, EDU, ICH9_LPC, ICH9_SATA, ICH9_SMBUS, NVME, STATE, driver_of,
-                       find_pci, nvme_node, run_cli, state, sysfs_bind, wait_for)
+                       find_pci, nvme_disk, nvme_node, run_cli, state, sysfs_bind, wait_for)
 
 # host-driver specifics measured on our kernels; tests/vm/test_modes.py binds on every kernel
 pytestmark = pytest.mark.requires("cdev")
@@ -60,7 +60,7 @@ def test_nvme_bind_probe_unbind_roundtrip(nvme):
 
 
 def test_bind_refuses_a_mounted_disk(nvme, tmp_path):
-    blk = wait_for(lambda: os.path.exists("/dev/nvme0n1") and "/dev/nvme0n1", what="nvme0n1")
+    blk = nvme_disk(nvme)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "ext2", "-o", "ro", blk, str(mnt)], check=True)

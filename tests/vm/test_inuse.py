@@ -9,16 +9,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from vmhelpers import STATE, XHCI, driver_of, find_pci, run_cli, wait_for
+from vmhelpers import STATE, XHCI, driver_of, find_pci, nvme_disk, run_cli, wait_for
 
 
 
 @pytest.fixture
 def disk(nvme):
-    """nvme's BDF and its disk node (the conftest's nvme fixture returns nvme to its driver
-    whatever a test did)."""
-    node = wait_for(lambda: os.path.exists("/dev/nvme0n1") and "/dev/nvme0n1", what="nvme0n1")
-    yield nvme, node
+    """nvme's BDF and its disk's node, as the kernel named it (the conftest's nvme fixture
+    returns nvme to its driver whatever a test did)."""
+    yield nvme, Path(nvme_disk(nvme))
 
 
 def refused(bdf: str, *needles: str) -> None:
@@ -36,7 +35,7 @@ def test_a_mounted_filesystem_is_named(disk, tmp_path):
     mnt.mkdir()
     subprocess.run(["mount", "-t", "ext2", "-o", "ro", node, str(mnt)], check=True)
     try:
-        refused(bdf, f"block device nvme0n1 is mounted on {mnt}", "--force")
+        refused(bdf, f"block device {node.name} is mounted on {mnt}", "--force")
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
 
@@ -45,7 +44,7 @@ def test_an_exclusive_holder_is_seen_by_asking_the_kernel(disk):
     bdf, node = disk
     fd = os.open(node, os.O_RDONLY | os.O_EXCL)  # what a mount of any filesystem does
     try:
-        refused(bdf, "block device nvme0n1 is held: the kernel refuses an exclusive open",
+        refused(bdf, f"block device {node.name} is held: the kernel refuses an exclusive open",
                 "--force")
     finally:
         os.close(fd)
@@ -54,11 +53,11 @@ def test_an_exclusive_holder_is_seen_by_asking_the_kernel(disk):
 def test_a_device_mapper_volume_on_the_disk_is_named(disk):
     bdf, node = disk
     subprocess.run(["modprobe", "dm-mod"], capture_output=True)  # a module on Debian's kernel
-    sectors = int(open("/sys/block/nvme0n1/size").read())
+    sectors = int(open(f"/sys/block/{node.name}/size").read())
     subprocess.run(["dmsetup", "create", "vfioctl-test", "--table",
                     f"0 {sectors} linear {node} 0"], check=True, capture_output=True)
     try:
-        refused(bdf, "block device nvme0n1 is held by dm-", "(vfioctl-test)")
+        refused(bdf, f"block device {node.name} is held by dm-", "(vfioctl-test)")
     finally:
         # --retry: udev may still be probing the new dm device (EBUSY for a moment)
         subprocess.run(["dmsetup", "remove", "--retry", "vfioctl-test"], check=True)
@@ -69,7 +68,7 @@ def test_a_filesystem_on_a_volume_on_the_disk_is_named_with_its_mount_point(disk
     nothing; the refusal names the volume and where it is mounted."""
     bdf, node = disk
     subprocess.run(["modprobe", "dm-mod"], capture_output=True)
-    sectors = int(open("/sys/block/nvme0n1/size").read())
+    sectors = int(open(f"/sys/block/{node.name}/size").read())
     subprocess.run(["dmsetup", "create", "vfioctl-layer", "--table",
                     f"0 {sectors} linear {node} 0"], check=True, capture_output=True)
     mnt = tmp_path / "mnt"
@@ -82,8 +81,8 @@ def test_a_filesystem_on_a_volume_on_the_disk_is_named_with_its_mount_point(disk
                                    None), what="the dm volume")
         subprocess.run(["mount", "-t", "ext2", "-o", "ro", f"/dev/{dm}", str(mnt)], check=True)
         try:
-            refused(bdf, "block device nvme0n1 is held by dm-", "(vfioctl-layer), mounted on "
-                    f"{mnt}")
+            refused(bdf, f"block device {node.name} is held by dm-",
+                    f"(vfioctl-layer), mounted on {mnt}")
         finally:
             subprocess.run(["umount", str(mnt)], check=True)
     finally:
@@ -108,7 +107,7 @@ def test_swap_on_the_disk_is_named(disk):
     try:
         subprocess.run(["swapon", node], check=True, capture_output=True)
         try:
-            refused(bdf, "block device nvme0n1 is in use as swap", "swapoff /dev/nvme0n1")
+            refused(bdf, f"block device {node.name} is in use as swap", f"swapoff {node}")
         finally:
             subprocess.run(["swapoff", node], check=True)
     finally:  # the ext2 filesystem the other tests mount

@@ -6,6 +6,7 @@ import errno
 import fcntl
 import functools
 import os
+import re
 import subprocess
 import sys
 import time
@@ -132,21 +133,47 @@ def wait_for(pred, timeout=10.0, what="condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def nvme_node(bdf: str, timeout: float = 10.0) -> str:
-    """The /dev node of the nvme controller at ``bdf``, once the driver has made it: its name
-    is the kernel's (``nvme0`` unless an instance number was still held when it probed), read
-    from the device's sysfs ``nvme`` directory. A timeout names what sysfs and /dev held."""
+def _nvme_wait(bdf: str, pick, what: str, timeout: float) -> str:
+    """Wait until ``pick(controller, entries)`` names a node that exists in /dev, and return
+    its path: ``controller`` is the one directory in the device's sysfs ``nvme`` directory,
+    ``entries`` what that holds. A timeout names what sysfs and /dev held."""
     ctrl = SYS_PCI / "devices" / bdf / "nvme"
 
+    def listing():
+        try:
+            return {c: sorted(os.listdir(ctrl / c)) for c in os.listdir(ctrl)}
+        except OSError:  # not there yet, or the driver is still probing or removing it
+            return None
+
     def node():
-        names = sorted(os.listdir(ctrl)) if ctrl.is_dir() else []
-        return len(names) == 1 and os.path.exists(f"/dev/{names[0]}") and f"/dev/{names[0]}"
+        held = listing()
+        name = held and len(held) == 1 and pick(*next(iter(held.items())))
+        return name and os.path.exists(f"/dev/{name}") and f"/dev/{name}"
     try:
-        return wait_for(node, timeout, what=f"the node of {bdf}'s nvme controller")
+        return wait_for(node, timeout, what=f"{what} of {bdf}'s nvme controller")
     except AssertionError as e:
-        held = sorted(os.listdir(ctrl)) if ctrl.is_dir() else None
-        raise AssertionError(f"{e} (sysfs {ctrl}: {held}; /dev: "
+        raise AssertionError(f"{e} (sysfs {ctrl}: {listing()}; /dev: "
                              f"{sorted(n for n in os.listdir('/dev') if n.startswith('nvme'))})")
+
+
+def nvme_node(bdf: str, timeout: float = 10.0) -> str:
+    """The /dev node of the nvme controller at ``bdf``, once the driver has made it: its name
+    is the kernel's (``nvme0`` unless an instance number was still held when it probed)."""
+    return _nvme_wait(bdf, lambda ctrl, entries: ctrl, "the node", timeout)
+
+
+#: a namespace in the controller's sysfs directory: its disk ``nvme<I>n<N>`` on a kernel without
+#: nvme multipath; with it, the path ``nvme<S>c<C>n<N>``, whose disk is the head ``nvme<S>n<N>``
+_NVME_NS = re.compile(r"nvme(\d+)(?:c\d+)?n(\d+)")
+
+
+def nvme_disk(bdf: str, timeout: float = 10.0) -> str:
+    """The /dev node of the disk of the nvme controller at ``bdf`` (its first namespace), once
+    the kernel has made it: named as the kernel named it, not assumed to be ``nvme0n1``."""
+    def disk(ctrl, entries):
+        heads = sorted(f"nvme{m[1]}n{m[2]}" for e in entries if (m := _NVME_NS.fullmatch(e)))
+        return heads[0] if heads else None
+    return _nvme_wait(bdf, disk, "the disk", timeout)
 
 
 def cdev_of(bdf: str) -> Path:
