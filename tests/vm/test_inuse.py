@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from vmhelpers import STATE, XHCI, driver_of, find_pci, nvme_disk, run_cli, wait_for
+from vmhelpers import (STATE, XHCI, driver_of, find_pci, nvme_disk, nvme_node, run_cli,
+                       sysfs_bind, wait_for)
 
 
 
@@ -38,6 +39,32 @@ def test_a_mounted_filesystem_is_named(disk, tmp_path):
         refused(bdf, f"block device {node.name} is mounted on {mnt}", "--force")
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_renamed_controllers_mounted_disk_is_named(disk, tmp_path):
+    """The kernel names a controller that probes while its old node is still held ``nvme1``
+    (on a kernel without nvme multipath its disk too: ``nvme1n1``); the refusal follows the
+    kernel's names, not ``nvme0``'s."""
+    bdf, _ = disk
+    held = nvme_node(bdf)
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        sysfs_bind(bdf, None)
+        sysfs_bind(bdf, "nvme")
+        assert nvme_node(bdf) != held
+    finally:
+        os.close(fd)
+    node = Path(nvme_disk(bdf))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "ext2", "-o", "ro", node, str(mnt)], check=True)
+    try:
+        refused(bdf, f"block device {node.name} is mounted on {mnt}", "--force")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+        sysfs_bind(bdf, None)  # back to the kernel's first name, now free
+        sysfs_bind(bdf, "nvme")
+    assert nvme_node(bdf) == held
 
 
 def test_an_exclusive_holder_is_seen_by_asking_the_kernel(disk):
