@@ -30,8 +30,8 @@ def refused(bdf: str, *needles: str) -> None:
     assert bdf not in (json.loads(STATE.read_text()) if STATE.exists() else {})
 
 
-def test_a_mounted_filesystem_is_named(disk, tmp_path):
-    bdf, node = disk
+def refused_while_mounted(bdf: str, node: Path, tmp_path: Path) -> None:
+    """bind refuses ``bdf`` while its disk ``node`` is mounted, naming the disk and where."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "ext2", "-o", "ro", node, str(mnt)], check=True)
@@ -39,6 +39,10 @@ def test_a_mounted_filesystem_is_named(disk, tmp_path):
         refused(bdf, f"block device {node.name} is mounted on {mnt}", "--force")
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_mounted_filesystem_is_named(disk, tmp_path):
+    refused_while_mounted(*disk, tmp_path)
 
 
 def test_a_renamed_controllers_mounted_disk_is_named(disk, tmp_path):
@@ -54,14 +58,9 @@ def test_a_renamed_controllers_mounted_disk_is_named(disk, tmp_path):
         assert nvme_node(bdf) != held
     finally:
         os.close(fd)
-    node = Path(nvme_disk(bdf))
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "ext2", "-o", "ro", node, str(mnt)], check=True)
     try:
-        refused(bdf, f"block device {node.name} is mounted on {mnt}", "--force")
+        refused_while_mounted(bdf, Path(nvme_disk(bdf)), tmp_path)
     finally:
-        subprocess.run(["umount", str(mnt)], check=True)
         sysfs_bind(bdf, None)  # back to the kernel's first name, now free
         sysfs_bind(bdf, "nvme")
     assert nvme_node(bdf) == held
