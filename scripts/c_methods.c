@@ -31,6 +31,7 @@ static PyObject *fail_with(PyObject *slow, const char *op, long long off, long l
 
 #define fail(a, op, off, w, e) fail_with((a)->slow, op, off, w, e)
 
+/* (offset, ..., [width]): the offset first, the width at av[want] if given (default 4) */
 static int args(PyObject *const *av, Py_ssize_t n, Py_ssize_t want, long long *off,
                 long long *w)
 {
@@ -48,12 +49,17 @@ static int args(PyObject *const *av, Py_ssize_t n, Py_ssize_t want, long long *o
     return 0;
 }
 
+/* Region's check: a width the region allows in this direction, in bounds, aligned */
+static int refused(const long long *lim, long long off, long long w)
+{
+    return w < 1 || w > 8 || lim[w] < 0 || off < 0 || off > lim[w] || off % w;
+}
+
 static PyObject *acc_read(Acc *a, PyObject *const *av, Py_ssize_t n)
 {
     long long off, w;
     if (args(av, n, 1, &off, &w)) return NULL;
-    if (w < 1 || w > 8 || a->rlim[w] < 0 || off < 0 || off > a->rlim[w] || off % w)
-        return fail(a, "check-read", off, w, 0);
+    if (refused(a->rlim, off, w)) return fail(a, "check-read", off, w, 0);
     unsigned char buf[8] = {0};
     ssize_t got = pread(a->fd, buf, w, a->base + off);
     if (got != w) return fail(a, "pread", off, w, got < 0 ? -errno : got);
@@ -65,16 +71,8 @@ static PyObject *acc_read(Acc *a, PyObject *const *av, Py_ssize_t n)
 static PyObject *acc_write(Acc *a, PyObject *const *av, Py_ssize_t n)
 {
     long long off, w;
-    if (n < 2 || n > 3) {
-        PyErr_SetString(PyExc_TypeError, "wrong number of arguments");
-        return NULL;
-    }
-    off = PyLong_AsLongLong(av[0]);
-    if (off == -1 && PyErr_Occurred()) return NULL;
-    w = n == 3 ? PyLong_AsLongLong(av[2]) : 4;
-    if (w == -1 && PyErr_Occurred()) return NULL;
-    if (w < 1 || w > 8 || a->wlim[w] < 0 || off < 0 || off > a->wlim[w] || off % w)
-        return fail(a, "check-write", off, w, 0);
+    if (args(av, n, 2, &off, &w)) return NULL;
+    if (refused(a->wlim, off, w)) return fail(a, "check-write", off, w, 0);
     unsigned long long v = PyLong_AsUnsignedLongLong(av[1]);
     if (v == (unsigned long long)-1 && PyErr_Occurred()) {
         PyErr_Clear();
