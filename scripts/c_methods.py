@@ -11,7 +11,6 @@ BENCH_N and BENCH_ROUNDS as for bench.py. An experiment: vfioctl has no compiled
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import importlib.util
 import mmap as _mmap
 import os
@@ -74,16 +73,10 @@ def main() -> int:
                   f"{bench.ROUNDS} rounds (medians; ratio = first / reference)", flush=True)
 
             def py_read():
-                pread, frm, pos, t = os.pread, int.from_bytes, off + reg, time.perf_counter()
-                for _ in range(bench.N):
-                    frm(pread(fd, 4, pos), "little")
-                return (time.perf_counter() - t) / bench.N
+                return bench.pread_ref(fd, off + reg, bench.N)
 
             def py_write():
-                pwrite, pos, t = os.pwrite, off + reg, time.perf_counter()
-                for _ in range(bench.N):
-                    pwrite(fd, v.to_bytes(4, "little"), pos)
-                return (time.perf_counter() - t) / bench.N
+                return bench.pwrite_ref(fd, off + reg, v, bench.N)
             c_read, c_write = timed(acc.read, reg, 4), timed(acc.write, reg, v, 4)
             bench.compare("C method read(off, 4)", "os.pread + from_bytes", c_read, py_read,
                           "<= 1.3")
@@ -101,11 +94,7 @@ def main() -> int:
             pair = cm.Pair(dfd, rm, mp, ru, un, getattr(type(un), length).offset, slow)
 
             def raw():
-                ioctl, t = fcntl.ioctl, time.perf_counter()
-                for _ in range(bench.N):
-                    ioctl(dfd, rm, mp)
-                    ioctl(dfd, ru, un)
-                return (time.perf_counter() - t) / bench.N
+                return bench.ioctl_ref(dfd, rm, mp, ru, un, bench.N)
             c_pair = twice(pair.map, pair.unmap)
             bench.compare("C prepared map + unmap 4 KiB", "fcntl.ioctl, prebuilt structs",
                           c_pair, raw, "<= 1.3")
