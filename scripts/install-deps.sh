@@ -50,4 +50,8 @@ if [ "$need_qemu" = 1 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' >&2
+# the optional extension (vfioctl/_speedups.c): pip skips it quietly when it cannot build it
+python3 -c 'import vfioctl._speedups' 2>/dev/null || echo "install-deps: vfioctl's optional" \
+    "extension was not built (no C compiler or no Python headers): pure-Python paths, and the" \
+    "VM suite's test_the_suite_runs_the_compiled_paths fails" >&2
 echo "install-deps: ok ($(qemu-system-x86_64 --version | head -n 1))" >&2

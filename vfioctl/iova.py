@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from . import uapi
 from .errors import KernelError, UsageError
 from .ioctl import ioctl_filled
+from .speedups import compiled
 
 
 @dataclass(frozen=True)
@@ -229,13 +230,16 @@ class DmaSpace:
         return done
 
 
-class PreparedMapping:
+class PreparedMapping(compiled.Prepared if compiled else object):
     """A buffer mapped by ``DmaSpace.prepare()``, ready to be unmapped and mapped again at the
     same IOVA with the same rights, one ioctl each (its argument structs are built once: one
     thread at a time). ``mapping`` is the Mapping it makes; ``mapped`` whether the space holds
     it now (``dma.unmap(iova)`` and ``unmap_all()`` unmap it too). Its IOVA stays its own while
     it is unmapped (the allocator skips it; an explicit IOVA is the caller's choice). ``close()``
-    unmaps it if mapped and releases the buffer; the space closes it when it closes."""
+    unmaps it if mapped and releases the buffer; the space closes it when it closes.
+    ``map`` and ``unmap`` are compiled where vfioctl was built with its optional extension
+    (``vfioctl.speedups``); ``_py_map`` and ``_py_unmap`` are the same in Python, and take over
+    where the compiled ones do not (closed, or the owner's fd closed)."""
 
     def __init__(self, space: DmaSpace, entry: tuple[Mapping, object]):
         self._space = space
@@ -247,6 +251,9 @@ class PreparedMapping:
         (self._owner, (self._map_req, self._map_arg, self._map_op),
          (self._unmap_req, self._unmap_arg, self._unmap_op, self._unmap_field)) = \
             space._prepared_args(m, ctypes.addressof(entry[1]))
+        if compiled is not None:  # the compiled paths take the structs' buffers once
+            self._arm(self._map_req, self._map_arg, self._unmap_req, self._unmap_arg,
+                      getattr(type(self._unmap_arg), self._unmap_field).offset, self.length)
 
     @property
     def mapped(self) -> bool:
@@ -256,7 +263,7 @@ class PreparedMapping:
     def closed(self) -> bool:
         return self._entry is None
 
-    def map(self) -> Mapping:
+    def _py_map(self) -> Mapping:
         """Map the buffer again (EEXIST from the kernel if something is mapped there)."""
         if self._entry is None:  # (no local holds the entry: a raised error's frames would
             raise self._closed_error()  # keep the buffer's export alive)
@@ -269,7 +276,7 @@ class PreparedMapping:
         self._maps[self.iova] = self._entry
         return self.mapping
 
-    def unmap(self) -> int:
+    def _py_unmap(self) -> int:
         """Unmap [iova, iova + length); the number of bytes the kernel unmapped."""
         if self._entry is None:
             raise self._closed_error()
@@ -283,6 +290,18 @@ class PreparedMapping:
         if self._maps.pop(self.iova, None) is not self._entry:  # others' mappings in the range
             self._space._forget_range(self.iova, self.length)
         return done
+
+    if compiled is None:
+        map, unmap = _py_map, _py_unmap
+
+    def _ioctl_failed(self, what: str, err: int) -> None:
+        """Raise for the compiled paths' map or unmap ioctl that the kernel refused (``err``)."""
+        if what == "map":
+            exc = KernelError(self._map_op, err, self._owner.path)
+            explain_map_error(exc, self.iova, self.length)
+        else:
+            exc = KernelError(self._unmap_op, err, self._owner.path)
+        raise exc
 
     def close(self) -> None:
         """Unmap it if mapped, then release the buffer; safe twice."""
