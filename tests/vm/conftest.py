@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 import hangwatch
 import progress
-from vmhelpers import (EDU, IGB, IVSHMEM, NVME, STATE, FEATURES, TYPE1_MODES, driver_of, find_pci,
-                       kernel_features, offered_modes, sysfs_bind)
+from vmhelpers import (EDU, IGB, IVSHMEM, NVME, STATE, FEATURES, TYPE1_MODES, driver_of, find_all,
+                       find_pci, kernel_features, offered_modes, sysfs_bind)
 
 from vfioctl.backend import MODES
 
@@ -163,6 +163,16 @@ def igb():
 @pytest.fixture
 def ivshmem():
     yield from _on_vfio(IVSHMEM)
+
+
+@pytest.fixture
+def scratch_ivshmem():
+    """The ivshmem behind the second root port (anonymous memory, not the file the host checks
+    after the run), on vfio-pci for the test."""
+    bdf = [d for d in find_all(IVSHMEM) if not d.startswith("0000:00:")][0]
+    sysfs_bind(bdf, "vfio-pci")
+    yield bdf
+    sysfs_bind(bdf, None)
 
 
 @pytest.fixture

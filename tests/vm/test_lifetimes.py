@@ -6,7 +6,7 @@ import os
 from collections import Counter
 
 import pytest
-from vmhelpers import IVSHMEM, NVME, find_all, find_pci, offered_modes, sysfs_bind
+from vmhelpers import NVME, find_pci, offered_modes
 
 import vfioctl
 from vfioctl.errors import VfioctlError
@@ -107,16 +107,6 @@ def _rss_kib() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
-
-
-@pytest.fixture
-def scratch_ivshmem():
-    """The ivshmem behind the second root port (anonymous memory, not the file the host checks
-    after the run), on vfio-pci for the test."""
-    bdf = [d for d in find_all(IVSHMEM) if not d.startswith("0000:00:")][0]
-    sysfs_bind(bdf, "vfio-pci")
-    yield bdf
-    sysfs_bind(bdf, None)
 
 
 def test_a_sweep_of_a_1_mib_bar_keeps_rss_flat(scratch_ivshmem):
