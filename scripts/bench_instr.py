@@ -7,9 +7,11 @@ the syscall. A 4 KiB DMA map + unmap: the IOAS's fd is a pipe and its two reques
 (here, in this harness) by FIONREAD, which any pipe answers; rows: the reference
 (``fcntl.ioctl`` with prebuilt structs, as bench.py's), a floor (two Python methods doing
 nothing but those calls), vfioctl's ``dma.map`` + ``dma.unmap``, its pieces, and a
-PreparedMapping's ``map`` + ``unmap`` (``dma.prepare``). A 4-byte
-``Region.read``: the region's fd is /dev/zero; rows: ``os.pread`` + ``int.from_bytes``, a
-method doing nothing but those, ``Region.read``. A session open + close
+PreparedMapping's ``map`` + ``unmap`` (``dma.prepare``). A 4-byte ``Region.read``: the
+region's fd is /dev/zero; rows: ``os.pread`` + ``int.from_bytes``, a method doing nothing but
+those, ``Region.read``. ``prepared`` and ``region_read`` run vfioctl as installed (compiled,
+where it was built with its optional extension); ``prepared_py`` and ``region_read_py`` run it
+with the extension hidden, as an install without a compiler has it. A session open + close
 (``vfioctl.open(BDF).close()``): a fake sysfs and /dev in a temporary directory (the device on
 vfio-pci with cdev vfio0; the nodes are empty files) and the three requests (BIND, IOAS_ALLOC,
 ATTACH) replaced by FIONREAD, which a file answers; rows: the same opens, ioctls and closes in
@@ -36,13 +38,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 #: row -> the reference row of its group
 ROWS = {"reference": "reference", "floor": "reference", "vfioctl": "reference",
         "export": "reference", "mapping": "reference", "map_ioctl": "reference",
-        "unmap_ioctl": "reference", "prepared": "reference",
+        "unmap_ioctl": "reference", "prepared": "reference", "prepared_py": "reference",
         "pread": "pread", "pread_floor": "pread", "region_read": "pread",
+        "region_read_py": "pread",
         "open_bare": "open_bare", "open_floor": "open_bare", "open": "open_bare"}
 N = int(os.environ.get("BENCH_N", "5000"))
 
 
 def run(row: str, n: int) -> None:
+    if row.endswith("_py"):  # the row as an install without the extension runs it
+        sys.modules["vfioctl._speedups"] = None  # (its import fails)
+        row = row[:-3]
     from vfioctl import iommufd, uapi
     from vfioctl.fd import FdOwner
     from vfioctl.iova import DmaSpace, Mapping, buffer_address
@@ -212,11 +218,12 @@ def main() -> int:
                        check=True, capture_output=True)
     per, idle = {}, {}  # idle: I(0), the same for every row of a group (the same setup runs)
     for row in rows:
-        if ROWS[row] not in idle:
-            idle[ROWS[row]] = count(row, 0)
-        per[row] = (count(row, N) - idle[ROWS[row]]) / N
+        key = ROWS[row], row.endswith("_py")  # without the extension, setup imports less
+        if key not in idle:
+            idle[key] = count(row, 0)
+        per[row] = (count(row, N) - idle[key]) / N
         ratio = f"{per[row] / per[ROWS[row]]:6.2f}x"
-        print(f"{row:12s} {per[row]:9.0f} instructions per iteration {ratio}", flush=True)
+        print(f"{row:14s} {per[row]:9.0f} instructions per iteration {ratio}", flush=True)
     return 0
 
 
