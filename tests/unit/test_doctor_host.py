@@ -22,6 +22,12 @@ def test_doctor_names_each_missing_piece_on_this_host():
         assert "iommufd" not in report["usable_modes"]
     if not os.listdir("/sys/class/iommu") if os.path.isdir("/sys/class/iommu") else True:
         assert not report["ok"] and report["usable_modes"] == []
+    assert by_name["compiled hot paths"]["status"] == "PASS"  # the install built the extension
+    hidden = subprocess.run([sys.executable, "-c", "import sys; sys.modules['vfioctl._speedups']"
+                             " = None; from vfioctl.cli import main; main()", "doctor", "--json"],
+                            capture_output=True, text=True)
+    speed = {c["name"]: c for c in json.loads(hidden.stdout)["checks"]}["compiled hot paths"]
+    assert speed["status"] == "NOTE" and "python3-dev" in speed["fix"], speed
     assert [m["mode"] for m in report["modes"]] == [
         "iommufd", "iommufd_compat_type1", "iommufd_compat_type1v2", "vfio_type1_iommu",
         "vfio_type1v2_iommu"]
