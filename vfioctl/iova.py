@@ -170,6 +170,8 @@ class DmaSpace:
             elif iova & _PAGE_MASK or iova < 0:
                 raise UsageError(f"IOVA {iova:#x} is not page aligned ({PAGE_SIZE:#x})",
                                  hint=f"use a multiple of {PAGE_SIZE:#x}")
+            elif iova >= _IOVA_END:  # (the struct's u64 would take it modulo 2**64)
+                raise outside_iova_space(iova)
             self._map_ioctl(addr, iova, length, readable, writable)
         except BaseException as exc:
             del keep  # release the buffer export now, so that the caller may close its mmap
@@ -208,6 +210,12 @@ class DmaSpace:
             done = self._unmap_ioctl(iova, length)
             del maps[iova]  # exactly one mapping: what map() recorded at this IOVA
             return done
+        if not 0 <= iova < _IOVA_END:  # (the struct's u64 would take them modulo 2**64)
+            raise outside_iova_space(iova)
+        if not 0 < length < _IOVA_END:
+            raise UsageError(f"cannot unmap {length:#x} bytes",
+                             hint="pass a length from 1 to 2**64 - 1, or none for what map() "
+                                  "mapped at the IOVA")
         try:
             done = self._unmap_ioctl(iova, length)
         except KernelError as exc:
@@ -369,6 +377,11 @@ def explain_map_error(exc: KernelError, iova: int, length: int, pins_pages: bool
         exc.hint = ("iommufd pins the pages of what it maps, and device memory (a BAR's mmap) "
                     "has none: map device memory through VFIO's own type1 container (IOMMU "
                     "mode vfio_type1v2_iommu), on a kernel that has one (CONFIG_VFIO_CONTAINER)")
+
+
+def outside_iova_space(iova: int) -> UsageError:
+    return UsageError(f"IOVA {iova:#x} is outside the 64-bit IO address space",
+                      hint="use an IOVA inside the usable ranges (iova_ranges())")
 
 
 def no_room(length: int, limit: int | None, where: str) -> UsageError:

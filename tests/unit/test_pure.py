@@ -69,6 +69,35 @@ def test_allocate_iova_skips_taken_and_honours_limit(monkeypatch):
         ioas.allocate_iova(0x10000, limit=0x8000)
 
 
+def test_an_iova_or_length_past_64_bits_is_refused_before_any_ioctl(monkeypatch):
+    """A struct's u64 field takes an int modulo 2**64 (ctypes does not check): IOVA 2**64 + X
+    would map or unmap at X. Refused, by the compiled paths (which hand such a call to Python's)
+    and the pure-Python ones alike, before anything reaches the seam."""
+    import mmap
+
+    def kernel(*args):
+        raise AssertionError(f"an ioctl was issued: {args}")
+
+    monkeypatch.setattr(seam, "_sys_ioctl", kernel)
+    ioas = IOAS(_FakeIommufd(), 2)
+    mem = mmap.mmap(-1, 0x2000)
+    for map_ in (ioas.map,):
+        for iova in (1 << 64, (1 << 64) + 0x1000, 1 << 70):
+            with pytest.raises(UsageError, match="outside the 64-bit IO address space") as exc:
+                map_(mem, iova)
+            assert "iova_ranges()" in exc.value.hint
+    for unmap in (ioas.unmap,):
+        for iova, length, what in ((1 << 64, 0x1000, "outside the 64-bit"),
+                                   (-0x1000, 0x1000, "outside the 64-bit"),
+                                   (0x1000, 0, "cannot unmap 0x0 bytes"),
+                                   (0x1000, -0x1000, "cannot unmap -0x1000 bytes"),
+                                   (0x1000, 1 << 64, "cannot unmap 0x10000000000000000 bytes")):
+            with pytest.raises(UsageError, match=what):
+                unmap(iova, length)
+    assert ioas.mappings == []
+    mem.close()  # no export was left behind
+
+
 
 def test_map_errors_name_the_taken_range_and_device_memory():
     from vfioctl.iova import explain_map_error
