@@ -9,9 +9,9 @@ the syscall. A 4 KiB DMA map + unmap: the IOAS's fd is a pipe and its two reques
 nothing but those calls), vfioctl's ``dma.map`` + ``dma.unmap``, its pieces, and a
 PreparedMapping's ``map`` + ``unmap`` (``dma.prepare``). A 4-byte ``Region.read``: the
 region's fd is /dev/zero; rows: ``os.pread`` + ``int.from_bytes``, a method doing nothing but
-those, ``Region.read``. ``prepared`` and ``region_read`` run vfioctl as installed (compiled,
-where it was built with its optional extension); ``prepared_py`` and ``region_read_py`` run it
-with the extension hidden, as an install without a compiler has it. A session open + close
+those, ``Region.read``. ``vfioctl``, ``prepared`` and ``region_read`` run vfioctl as installed
+(compiled, where it was built with its optional extension); ``vfioctl_py``, ``prepared_py`` and
+``region_read_py`` run it with the extension hidden, as an install without a compiler has it. A session open + close
 (``vfioctl.open(BDF).close()``): a fake sysfs and /dev in a temporary directory (the device on
 vfio-pci with cdev vfio0; the nodes are empty files) and the three requests (BIND, IOAS_ALLOC,
 ATTACH) replaced by FIONREAD, which a file answers; rows: the same opens, ioctls and closes in
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 #: row -> the reference row of its group
 ROWS = {"reference": "reference", "floor": "reference", "vfioctl": "reference",
+        "vfioctl_py": "reference",
         "export": "reference", "mapping": "reference", "map_ioctl": "reference",
         "unmap_ioctl": "reference", "prepared": "reference", "prepared_py": "reference",
         "pread": "pread", "pread_floor": "pread", "region_read": "pread",

@@ -9,12 +9,17 @@
  *   (_fd, _base, and the per-width limits _rlim / _wlim).
  * - Prepared: map() and unmap() of iova.PreparedMapping, one ioctl each on its prebuilt
  *   structs, with its bookkeeping in the space's mapping dict.
+ * - Space: map(buf, iova) and unmap(iova) of iova.DmaSpace (an IOAS, a container) with an
+ *   explicit IOVA: the buffer's export (an Export, which holds it as a ctypes object would),
+ *   the page checks, the Mapping record and the ioctl's struct (from a template the backend
+ *   gives once, filled on the stack: no struct is shared between threads).
  *
  * Python stays the authority. Anything the C path does not take as it is (a refused check, an
  * argument of another type, keywords, a closed object) goes to the class's pure-Python method
  * (_py_read, _py_write, _py_map, _py_unmap), which checks again and raises the error that
  * names the fix. A system call that failed is never issued again: its errno or short count
- * goes to a Python method that raises (_access_failed, _ioctl_failed).
+ * goes to a Python method that raises (_access_failed, _ioctl_failed, _map_failed,
+ * _unmap_failed).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,7 +31,9 @@
 #include <sys/ioctl.h>
 
 static PyObject *s_py_read, *s_py_write, *s_py_map, *s_py_unmap, *s_access_failed,
-    *s_ioctl_failed, *s_fd, *s_forget, *s_space, *four;
+    *s_ioctl_failed, *s_fd, *s_forget, *s_space, *s_map_failed, *s_unmap_failed, *s_arm_space,
+    *s_length, *s_iova, *s_readable, *s_writable, *s_limit, *s_align, *four, *empty;
+static long long page_mask;
 
 /* self.<name>(*args, **kw): the pure-Python method's answer */
 static PyObject *fallback(PyObject *self, PyObject *name, PyObject *const *av, size_t n,
@@ -342,6 +349,324 @@ static PyTypeObject PreparedType = {
     .tp_doc = "The map and unmap of vfioctl.iova.PreparedMapping, compiled.",
 };
 
+/* ---- Export: a buffer held for the IOMMU ---- */
+
+/* What a mapping made by Space.map keeps: the buffer's export (a bytearray cannot be resized
+ * nor an mmap closed while it lives), released when the mapping's record goes. */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    int held;
+} Export;
+
+static void export_dealloc(Export *self)
+{
+    if (self->held) PyBuffer_Release(&self->view);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *export_address(Export *self, void *unused)
+{
+    (void)unused;
+    return PyLong_FromUnsignedLongLong((uintptr_t)self->view.buf);
+}
+
+static PyGetSetDef export_getset[] = {
+    {"address", (getter)export_address, NULL, "The buffer's address.", NULL},
+    {NULL}
+};
+
+static PyTypeObject ExportType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vfioctl._speedups.Export", .tp_basicsize = sizeof(Export),
+    .tp_flags = Py_TPFLAGS_DEFAULT, .tp_dealloc = (destructor)export_dealloc,
+    .tp_getset = export_getset,
+    .tp_doc = "A buffer's export, held while the IOMMU maps the buffer.",
+};
+
+/* ---- Space ---- */
+
+#define TEMPLATE_MAX 64
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *maps;         /* _maps: IOVA -> (Mapping, keepalive) */
+    PyObject *owner;        /* the FdOwner whose _fd the ioctls take; NULL: the space itself */
+    PyObject *mapping_cls;  /* iova.Mapping */
+    unsigned long map_req, unmap_req;
+    unsigned char mt[TEMPLATE_MAX], ut[TEMPLATE_MAX];  /* the structs, constant fields filled */
+    Py_ssize_t mlen, ulen, m_flags, m_va, m_iova, m_len, u_iova, u_len;
+    unsigned long f_base, f_r, f_w;
+    int armed;
+} Space;
+
+static int space_traverse(Space *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->maps);
+    Py_VISIT(self->owner);
+    Py_VISIT(self->mapping_cls);
+    return 0;
+}
+
+static int space_clear(Space *self)
+{
+    Py_CLEAR(self->maps);
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->mapping_cls);
+    self->armed = 0;
+    return 0;
+}
+
+static void space_dealloc(Space *self)
+{
+    PyObject_GC_UnTrack(self);
+    space_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Armed on the first call: the backend's _arm_space() gives the templates (False while the
+ * space cannot map: Python's path then). 1: armed; 0: not; -1: its error is set. */
+static int space_armed(Space *self)
+{
+    if (self->armed) return 1;
+    PyObject *r = PyObject_CallMethodNoArgs((PyObject *)self, s_arm_space);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return self->armed;
+}
+
+static int space_fd(Space *self)
+{
+    PyObject *o = PyObject_GetAttr(self->owner ? self->owner : (PyObject *)self, s_fd);
+    long long fd = -1;
+    if (!o || as_ll(o, &fd) || fd > INT32_MAX) fd = -1;
+    Py_XDECREF(o);
+    if (fd < 0) PyErr_Clear();
+    return (int)fd;
+}
+
+static int kw_is(PyObject *name, PyObject *want)
+{
+    return name == want || PyUnicode_Compare(name, want) == 0;
+}
+
+static void put64(unsigned char *at, uint64_t v) { memcpy(at, &v, 8); }
+
+/* A Mapping(iova, length, readable, writable), as its own __init__ fills it (object's
+ * __setattr__, past the frozen dataclass's: into the instance's shared-key values, with no
+ * dict of its own made) */
+static PyObject *new_mapping(Space *self, PyObject *iova, PyObject *len, PyObject *r,
+                             PyObject *w)
+{
+    PyTypeObject *cls = (PyTypeObject *)self->mapping_cls;
+    PyObject *m = cls->tp_new(cls, empty, NULL);  /* object.__new__: its inline values too */
+    if (!m) return NULL;
+    if (PyObject_GenericSetAttr(m, s_iova, iova) || PyObject_GenericSetAttr(m, s_length, len)
+        || PyObject_GenericSetAttr(m, s_readable, r)
+        || PyObject_GenericSetAttr(m, s_writable, w)) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
+
+static PyObject *space_map(Space *self, PyObject *const *av, Py_ssize_t nargsf,
+                           PyObject *kwnames)
+{
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf), nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *o_iova = n == 2 ? av[1] : NULL, *rd = Py_True, *wr = Py_True;
+    long long iova;
+    int r, w, fd, armed;
+    if (n < 1 || n > 2) goto slow;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i), *v = av[n + i];
+        if (kw_is(name, s_readable)) rd = v;
+        else if (kw_is(name, s_writable)) wr = v;
+        else if (kw_is(name, s_iova) && !o_iova) o_iova = v;
+        else if (!kw_is(name, s_limit) && !kw_is(name, s_align)) goto slow;
+        /* limit and align choose an IOVA: with one given, Python ignores them too */
+    }
+    if (!o_iova || as_ll(o_iova, &iova) || iova < 0 || (iova & page_mask)) goto slow;
+    if ((r = PyObject_IsTrue(rd)) < 0 || (w = PyObject_IsTrue(wr)) < 0) {
+        PyErr_Clear();
+        goto slow;
+    }
+    if (!r && !w) goto slow;
+    if ((armed = space_armed(self)) < 0) return NULL;
+    if (!armed || !self->maps || !PyDict_CheckExact(self->maps) || (fd = space_fd(self)) < 0)
+        goto slow;
+
+    Export *keep = PyObject_New(Export, &ExportType);
+    if (!keep) return NULL;
+    keep->held = 0;
+    if (PyObject_GetBuffer(av[0], &keep->view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)) {
+        Py_DECREF(keep);
+        PyErr_Clear();
+        goto slow;
+    }
+    keep->held = 1;
+    uint64_t addr = (uintptr_t)keep->view.buf;
+    Py_ssize_t len = keep->view.len;
+    if (len <= 0 || ((addr | (uint64_t)len) & (uint64_t)page_mask)) {
+        Py_DECREF(keep);
+        goto slow;
+    }
+    /* the record first: after the kernel mapped, nothing may fail but the dict's insert */
+    PyObject *o_len = PyLong_FromSsize_t(len), *m = NULL, *entry = NULL;
+    if (o_len && (m = new_mapping(self, o_iova, o_len, rd, wr)))
+        entry = PyTuple_Pack(2, m, (PyObject *)keep);
+    Py_XDECREF(o_len);
+    Py_DECREF(keep);  /* the entry holds it */
+    if (!entry) {
+        Py_XDECREF(m);
+        return NULL;
+    }
+    unsigned char a[TEMPLATE_MAX];
+    memcpy(a, self->mt, (size_t)self->mlen);
+    uint32_t flags = (uint32_t)(self->f_base | (r ? self->f_r : 0) | (w ? self->f_w : 0));
+    memcpy(a + self->m_flags, &flags, 4);
+    put64(a + self->m_va, addr);
+    put64(a + self->m_iova, (uint64_t)iova);
+    put64(a + self->m_len, (uint64_t)len);
+    int rc, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ioctl(fd, self->map_req, a);
+    if (rc) err = errno;
+    Py_END_ALLOW_THREADS
+    if (rc) {  /* the export goes before the error is raised: the caller may close its mmap */
+        Py_DECREF(entry);
+        Py_DECREF(m);
+        return failed((PyObject *)self, s_map_failed, "(iLn)", err, iova, len);
+    }
+    if (PyDict_SetItem(self->maps, o_iova, entry)) {
+        Py_DECREF(entry);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_DECREF(entry);
+    return m;
+slow:
+    return fallback((PyObject *)self, s_py_map, av, nargsf, kwnames);
+}
+
+static PyObject *space_unmap(Space *self, PyObject *const *av, Py_ssize_t nargsf,
+                             PyObject *kwnames)
+{
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    long long iova, length;
+    int fd, armed;
+    if (kwnames || n < 1 || n > 2 || (n == 2 && av[1] != Py_None) || as_ll(av[0], &iova))
+        goto slow;
+    if ((armed = space_armed(self)) < 0) return NULL;
+    if (!armed || !self->maps || !PyDict_CheckExact(self->maps)) goto slow;
+    PyObject *entry = PyDict_GetItemWithError(self->maps, av[0]);  /* borrowed */
+    if (!entry) {
+        PyErr_Clear();
+        goto slow;  /* nothing mapped there: Python says so */
+    }
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2) goto slow;
+    PyObject *keep = PyTuple_GET_ITEM(entry, 1);
+    if (Py_IS_TYPE(keep, &ExportType)) {  /* this map's: the buffer's length is the mapping's */
+        length = ((Export *)keep)->view.len;
+    } else {  /* Python's map: the record says */
+        PyObject *o_len = PyObject_GetAttr(PyTuple_GET_ITEM(entry, 0), s_length);
+        int bad = !o_len || as_ll(o_len, &length);
+        Py_XDECREF(o_len);
+        if (bad) {
+            PyErr_Clear();
+            goto slow;
+        }
+    }
+    if (length <= 0 || (fd = space_fd(self)) < 0) goto slow;
+    unsigned char a[TEMPLATE_MAX];
+    memcpy(a, self->ut, (size_t)self->ulen);
+    put64(a + self->u_iova, (uint64_t)iova);
+    put64(a + self->u_len, (uint64_t)length);
+    int rc, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ioctl(fd, self->unmap_req, a);
+    if (rc) err = errno;
+    Py_END_ALLOW_THREADS
+    if (rc) return failed((PyObject *)self, s_unmap_failed, "(iLL)", err, iova, length);
+    uint64_t done;
+    memcpy(&done, a + self->u_len, 8);  /* what the kernel unmapped */
+    /* exactly one mapping: what map() recorded at this IOVA (its export goes with it) */
+    if (PyDict_DelItem(self->maps, av[0])) return NULL;
+    return PyLong_FromUnsignedLongLong(done);
+slow:
+    return fallback((PyObject *)self, s_py_unmap, av, nargsf, kwnames);
+}
+
+/* _arm(owner, Mapping, map request, map struct bytes, its flags/va/iova/length offsets, the
+ * fixed/read/write flags, unmap request, unmap struct bytes, its iova/length offsets) */
+static PyObject *space_arm(Space *self, PyObject *args)
+{
+    PyObject *owner, *cls;
+    const char *mt, *ut;
+    Py_ssize_t mlen, ulen, off[6];
+    unsigned long map_req, unmap_req, f_base, f_r, f_w;
+    if (!PyArg_ParseTuple(args, "OOky#nnnnkkkky#nn", &owner, &cls, &map_req, &mt, &mlen,
+                          &off[0], &off[1], &off[2], &off[3], &f_base, &f_r, &f_w, &unmap_req,
+                          &ut, &ulen, &off[4], &off[5]))
+        return NULL;
+    if (!PyType_Check(cls) || mlen > TEMPLATE_MAX || ulen > TEMPLATE_MAX) {
+        PyErr_SetString(PyExc_ValueError, "a struct template does not fit");
+        return NULL;
+    }
+    for (int i = 0; i < 6; i++) {
+        Py_ssize_t end = i < 4 ? mlen : ulen, size = i == 0 ? 4 : 8;
+        if (off[i] < 0 || off[i] + size > end) {
+            PyErr_SetString(PyExc_ValueError, "a field is outside its struct");
+            return NULL;
+        }
+    }
+    self->armed = 0;
+    Py_XSETREF(self->owner, owner == (PyObject *)self ? NULL : Py_NewRef(owner));
+    Py_XSETREF(self->mapping_cls, Py_NewRef(cls));
+    self->map_req = map_req;
+    self->unmap_req = unmap_req;
+    memcpy(self->mt, mt, (size_t)mlen);
+    memcpy(self->ut, ut, (size_t)ulen);
+    self->mlen = mlen;
+    self->ulen = ulen;
+    self->m_flags = off[0];
+    self->m_va = off[1];
+    self->m_iova = off[2];
+    self->m_len = off[3];
+    self->u_iova = off[4];
+    self->u_len = off[5];
+    self->f_base = f_base;
+    self->f_r = f_r;
+    self->f_w = f_w;
+    self->armed = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef space_methods[] = {
+    {"map", (PyCFunction)(void (*)(void))space_map, METH_FASTCALL | METH_KEYWORDS,
+     "map(buf, iova=None, *, readable=True, writable=True, limit=None, align=None): as _py_map."},
+    {"unmap", (PyCFunction)(void (*)(void))space_unmap, METH_FASTCALL | METH_KEYWORDS,
+     "unmap(iova, length=None): as _py_unmap."},
+    {"_arm", (PyCFunction)space_arm, METH_VARARGS, NULL},
+    {NULL}
+};
+
+static PyMemberDef space_members[] = {
+    {"_maps", T_OBJECT_EX, offsetof(Space, maps), 0, NULL},
+    {"_armed", T_INT, offsetof(Space, armed), READONLY, NULL},
+    {NULL}
+};
+
+static PyTypeObject SpaceType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vfioctl._speedups.Space", .tp_basicsize = sizeof(Space),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew, .tp_dealloc = (destructor)space_dealloc,
+    .tp_traverse = (traverseproc)space_traverse, .tp_clear = (inquiry)space_clear,
+    .tp_methods = space_methods, .tp_members = space_members,
+    .tp_doc = "The map and unmap of vfioctl.iova.DmaSpace at an explicit IOVA, compiled.",
+};
+
 static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "vfioctl._speedups", NULL, -1, NULL};
 
 PyMODINIT_FUNC PyInit__speedups(void)
@@ -350,19 +675,30 @@ PyMODINIT_FUNC PyInit__speedups(void)
         {&s_py_read, "_py_read"}, {&s_py_write, "_py_write"}, {&s_py_map, "_py_map"},
         {&s_py_unmap, "_py_unmap"}, {&s_access_failed, "_access_failed"},
         {&s_ioctl_failed, "_ioctl_failed"}, {&s_fd, "_fd"}, {&s_forget, "_forget_range"},
-        {&s_space, "_space"},
+        {&s_space, "_space"}, {&s_map_failed, "_map_failed"},
+        {&s_unmap_failed, "_unmap_failed"}, {&s_arm_space, "_arm_space"},
+        {&s_length, "length"}, {&s_iova, "iova"}, {&s_readable, "readable"},
+        {&s_writable, "writable"}, {&s_limit, "limit"}, {&s_align, "align"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!*names[i].p && !(*names[i].p = PyUnicode_InternFromString(names[i].s)))
             return NULL;
     if (!four && !(four = PyLong_FromLong(4))) return NULL;
-    if (PyType_Ready(&RegistersType) < 0 || PyType_Ready(&PreparedType) < 0) return NULL;
+    if (!empty && !(empty = PyTuple_New(0))) return NULL;
+    page_mask = sysconf(_SC_PAGESIZE) - 1;
+    if (PyType_Ready(&RegistersType) < 0 || PyType_Ready(&PreparedType) < 0
+        || PyType_Ready(&ExportType) < 0 || PyType_Ready(&SpaceType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&mod);
     if (!m) return NULL;
     Py_INCREF(&RegistersType);
     Py_INCREF(&PreparedType);
+    Py_INCREF(&ExportType);
+    Py_INCREF(&SpaceType);
     if (PyModule_AddObject(m, "Registers", (PyObject *)&RegistersType)
-        || PyModule_AddObject(m, "Prepared", (PyObject *)&PreparedType)) {
+        || PyModule_AddObject(m, "Prepared", (PyObject *)&PreparedType)
+        || PyModule_AddObject(m, "Export", (PyObject *)&ExportType)
+        || PyModule_AddObject(m, "Space", (PyObject *)&SpaceType)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -174,6 +174,15 @@ class Container(FdOwner, DmaSpace):
         finally:
             self._unmap_args.append(arg)
 
+    def _compiled_args(self) -> tuple | None:
+        if self.iommu_type is None:  # no IOMMU type yet: the kernel refuses a map
+            return None
+        return (self,
+                (_MAP_DMA, uapi.vfio_iommu_type1_dma_map(argsz=_MAP_SIZE), "VFIO_IOMMU_MAP_DMA",
+                 ("flags", "vaddr", "iova", "size"), 0, _DMA_R, _DMA_W),
+                (_UNMAP_DMA, uapi.vfio_iommu_type1_dma_unmap(argsz=_UNMAP_SIZE),
+                 "VFIO_IOMMU_UNMAP_DMA", ("iova", "size")))
+
     def _prepared_args(self, m, addr: int) -> tuple:
         flags = (_DMA_R if m.readable else 0) | (_DMA_W if m.writable else 0)
         mp = uapi.vfio_iommu_type1_dma_map(argsz=_MAP_SIZE, flags=flags, vaddr=addr,

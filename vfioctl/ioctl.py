@@ -12,9 +12,9 @@ the kernel's selftest library pairs ``__fn`` (returns -errno) with ``fn`` (asser
 Both fill ``argsz``/``size`` (the first field of every VFIO/iommufd argument struct) when it is 0.
 ``arg`` is a ctypes struct, a writable buffer (updated in place with what the kernel wrote back)
 or an int. One exception, for speed (#14): where vfioctl was built with its optional extension,
-a PreparedMapping's ``map``/``unmap`` issue their two prebuilt ioctls from C
-(``vfioctl/_speedups.c``), and hand a refusal's errno back to Python, which raises the same
-KernelError as this seam would. Unit tests replace ``_sys_ioctl`` to fake the kernel for pure logic; every kernel
+a PreparedMapping's ``map``/``unmap`` and a DmaSpace's ``map``/``unmap`` at an explicit IOVA
+issue their ioctls from C (``vfioctl/_speedups.c``), and hand a refusal's errno back to
+Python, which raises the same KernelError as this seam would. Unit tests replace ``_sys_ioctl`` to fake the kernel for pure logic; every kernel
 behaviour is proven in the VM.
 """
 from __future__ import annotations

@@ -97,6 +97,14 @@ class IOAS(DmaSpace):
         """IOMMU_IOAS_UNMAP of the whole IOVA space (iova 0, length UINT64_MAX)."""
         return self._unmap_ioctl(0, (1 << 64) - 1)
 
+    def _compiled_args(self) -> tuple:
+        return (self.iommufd,
+                (_IOAS_MAP, uapi.iommu_ioas_map(size=_MAP_SIZE, ioas_id=self.id),
+                 "IOMMU_IOAS_MAP", ("flags", "user_va", "iova", "length"), _MAP_FIXED, _MAP_R,
+                 _MAP_W),
+                (_IOAS_UNMAP, uapi.iommu_ioas_unmap(size=_UNMAP_SIZE, ioas_id=self.id),
+                 "IOMMU_IOAS_UNMAP", ("iova", "length")))
+
     def _prepared_args(self, m: Mapping, addr: int) -> tuple:
         flags = _MAP_FIXED | (_MAP_R if m.readable else 0) | (_MAP_W if m.writable else 0)
         mp = uapi.iommu_ioas_map(size=_MAP_SIZE, flags=flags, ioas_id=self.id, user_va=addr,

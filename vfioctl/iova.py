@@ -78,12 +78,17 @@ def buffer_address(buf) -> tuple[int, int, object]:
     return ctypes.addressof(keep), length, keep
 
 
-class DmaSpace:
+class DmaSpace(compiled.Space if compiled else object):
     """An IO address space that user buffers are mapped into, with its mappings tracked.
 
     Both IOMMU backends are one: an iommufd IOAS (IOMMU_IOAS_MAP) and a VFIO container
     (VFIO_IOMMU_MAP_DMA). Subclasses supply the usable ranges and the three ioctls; the checks,
     the IOVA allocator and the bookkeeping are here.
+
+    ``map`` and ``unmap`` are compiled where vfioctl was built with its optional extension
+    (``vfioctl.speedups``) for a buffer mapped at an explicit IOVA and unmapped by it; the
+    compiled paths take their struct layouts from the backend (``_compiled_args``) and hand
+    every other call, and every check that fails, to ``_py_map`` and ``_py_unmap``.
     """
 
     #: how error messages name this space
@@ -113,6 +118,14 @@ class DmaSpace:
         raise NotImplementedError
 
     def _unmap_all_ioctl(self) -> int:
+        raise NotImplementedError
+
+    def _compiled_args(self) -> tuple | None:
+        """For the compiled map and unmap: (the FdOwner whose fd they take, (map request, map
+        struct with its constant fields filled, op, the names of its flags, address, IOVA and
+        length fields, the flags always set, the read flag, the write flag), (unmap request,
+        unmap struct, op, the names of its IOVA and length fields)); None while the space
+        cannot map (Python's path, and the kernel, say why)."""
         raise NotImplementedError
 
     def _prepared_args(self, m: Mapping, addr: int) -> tuple:
@@ -146,8 +159,33 @@ class DmaSpace:
             raise no_room(length, limit, self.label)
         return iova
 
-    def map(self, buf, iova: int | None = None, *, readable: bool = True, writable: bool = True,
-            limit: int | None = None, align: int | None = None) -> Mapping:
+    def _arm_space(self) -> bool:
+        """Give the compiled paths their struct templates (on their first call); False while
+        the space cannot map."""
+        args = self._compiled_args()
+        if args is None:
+            return False
+        owner, (mreq, marg, _, mfields, fixed, r, w), (ureq, uarg, _, ufields) = args
+        mt, ut = type(marg), type(uarg)
+        self._arm(owner, Mapping, mreq, bytes(marg), *(getattr(mt, f).offset for f in mfields),
+                  fixed, r, w, ureq, bytes(uarg), *(getattr(ut, f).offset for f in ufields))
+        return True
+
+    def _map_failed(self, err: int, iova: int, length: int) -> None:
+        """Raise for the compiled map's ioctl that the kernel refused (``err``), as _py_map."""
+        owner, (_, _, op, *_), _ = self._compiled_args()
+        exc = KernelError(op, err, owner.path)
+        explain_map_error(exc, iova, length, self.pins_pages)
+        raise exc
+
+    def _unmap_failed(self, err: int, iova: int, length: int) -> None:
+        """Raise for the compiled unmap's ioctl that the kernel refused, as _py_unmap."""
+        owner, _, (_, _, op, _) = self._compiled_args()
+        raise KernelError(op, err, owner.path)
+
+    def _py_map(self, buf, iova: int | None = None, *, readable: bool = True,
+                writable: bool = True, limit: int | None = None,
+                align: int | None = None) -> Mapping:
         """Map a writable buffer at ``iova`` (or one chosen inside the usable ranges, below
         ``limit``, aligned to ``align``). ``readable``/``writable`` are the device's rights.
         Note: intel-iommu (VT-d) maps every present page readable on Linux 6.12
@@ -190,7 +228,9 @@ class DmaSpace:
         the checks, the IOVA and the ioctls' arguments are done here, once (as the kernel
         selftest library's ``struct dma_region``). For loops that map and unmap a buffer over
         and over; it keeps the buffer from being closed or resized until it is closed."""
-        m = self.map(buf, iova, readable=readable, writable=writable, limit=limit, align=align)
+        # (Python's map: the prepared mapping takes the address of its ctypes keepalive)
+        m = self._py_map(buf, iova, readable=readable, writable=writable, limit=limit,
+                         align=align)
         try:
             p = PreparedMapping(self, self._maps[m.iova])
         except BaseException:
@@ -199,7 +239,7 @@ class DmaSpace:
         self._prepared.append(p)
         return p
 
-    def unmap(self, iova: int, length: int | None = None) -> int:
+    def _py_unmap(self, iova: int, length: int | None = None) -> int:
         """Unmap what was mapped at ``iova``; returns the number of bytes unmapped."""
         maps = self._maps
         if length is None:
@@ -224,6 +264,9 @@ class DmaSpace:
             raise
         self._forget_range(iova, length)
         return done
+
+    if compiled is None:
+        map, unmap = _py_map, _py_unmap
 
     def _forget_range(self, iova: int, length: int) -> None:
         """Drop the records of the mappings that start in [iova, iova + length)."""

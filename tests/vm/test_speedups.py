@@ -12,11 +12,11 @@ import re
 import subprocess
 import sys
 
-from vmhelpers import NO_UNUSED_PLUGINS
+from vmhelpers import EDU_BUF, NO_UNUSED_PLUGINS, Edu
 
 import vfioctl
 from vfioctl.device import Region
-from vfioctl.iova import PreparedMapping
+from vfioctl.iova import DmaSpace, PreparedMapping
 from vfioctl.speedups import compiled
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,6 +37,7 @@ def test_the_suite_runs_the_compiled_paths():
     assert Region.read is compiled.Registers.read and Region.write is compiled.Registers.write
     assert PreparedMapping.map is compiled.Prepared.map
     assert PreparedMapping.unmap is compiled.Prepared.unmap
+    assert DmaSpace.map is compiled.Space.map and DmaSpace.unmap is compiled.Space.unmap
 
 
 READS = [
@@ -160,19 +161,109 @@ def test_prepared_paths_match_the_python_paths(edu, mode):
     mem.close()
 
 
+def test_dma_map_and_unmap_match_the_python_paths(edu, mode):
+    """``dma.map``/``dma.unmap`` compiled and in Python, on the same space, for every input:
+    the same Mapping or the same error; a compiled mapping is the IOMMU's (the device's DMA
+    lands in the buffer, and after the compiled unmap it does not), holds its buffer while
+    mapped and lets it go when unmapped; a refusal of the kernel is raised the same way."""
+    iova = 0x700000
+    mem, spare = mmap.mmap(-1, 8192), mmap.mmap(-1, 4096)
+    closed, ro = mmap.mmap(-1, 4096), mmap.mmap(-1, 4096, prot=mmap.PROT_READ)
+    closed.close()
+    cases = [
+        ((mem, iova), {}), ((mem,), {"iova": iova}), ((mem, iova), {"readable": False}),
+        ((mem, iova), {"writable": False}), ((mem, iova), {"readable": 0, "writable": 1}),
+        ((mem, iova), {"limit": 1 << 20, "align": 1 << 21}),  # both ignored at an explicit IOVA
+        ((memoryview(mem)[4096:], iova), {}), ((bytearray(8192), iova), {}),
+        # refused, by vfioctl or by the kernel
+        ((mem, iova), {"readable": False, "writable": False}), ((mem, iova + 1), {}),
+        ((mem, -4096), {}), ((mem, 1 << 64), {}), ((mem, 1 << 63), {}), ((mem, "7"), {}),
+        ((mem, float(iova)), {}), ((mem, True), {}), ((memoryview(mem)[::2], iova), {}),
+        ((memoryview(mem)[:0], iova), {}), ((bytearray(), iova), {}), ((closed, iova), {}),
+        ((ro, iova), {}), ((b"\0" * 4096, iova), {}), ((mem, iova), {"bogus": 1}),
+        ((mem, iova, 5), {}), ((), {}),
+    ]
+    with vfioctl.open(edu, iommu_mode=mode) as s:
+        dma = s.dma
+        for args, kw in cases:
+            seen = []
+            for fn in (dma.map, dma._py_map):
+                seen.append((outcome(fn, *args, **kw), dma.mappings))
+                if seen[-1][0][0] == "value":
+                    assert dma.unmap(seen[-1][0][1].iova) == seen[-1][0][1].length
+            assert seen[0] == seen[1], (args, kw, seen)
+            assert dma.mappings == []
+        del cases, args, kw  # (their memoryviews hold mem)
+        # the kernel's refusal: something mapped there already (EEXIST, and the same hint)
+        dma.map(spare, iova)
+        probe = mmap.mmap(-1, 4096)
+        c, py = outcome(dma.map, probe, iova), outcome(dma._py_map, probe, iova)
+        assert c == py and c[0] == "KernelError" and c[2] == errno.EEXIST, (c, py)
+        assert "already" in c[3]
+        probe.close()  # neither failure kept the buffer's export
+        assert dma.unmap(iova) == 4096 and dma.mappings == []
+        # unmaps that are refused (nothing recorded there, bad arguments), and the forms
+        for args in ((iova + 4096,), ("7",), (iova, 4096, 1), (), (1 << 64, 4096),
+                     (-4096, 4096), (iova, 0), (iova, 1 << 64), (iova, -4096)):
+            c, py = outcome(dma.unmap, *args), outcome(dma._py_unmap, *args)
+            assert c == py and c[0] != "value", (args, c, py)
+        for args in ((iova, None), (iova, 4096)):
+            dma.map(spare, iova)
+            assert dma.unmap(*args) == 4096 and dma.mappings == [], args
+        # the mapping gone behind vfioctl's back: the kernel's answer, and the record after it
+        seen = []
+        for unmap in (dma.unmap, dma._py_unmap):
+            m = dma.map(spare, iova)
+            dma._unmap_ioctl(iova, 4096)
+            seen.append((outcome(unmap, iova), dma.mappings))
+            if dma.mappings:
+                dma._forget_range(iova, 4096)
+        assert seen[0] == seen[1], seen
+        if mode == "iommufd":  # the IOAS: ENOENT, and the record stays
+            assert seen[0][0][:3] == ("KernelError", seen[0][0][1], errno.ENOENT), seen
+            assert seen[0][1] == [m]
+        elif seen[0][0][0] == "value":  # a container that answers 0 bytes: the record goes
+            assert seen[0] == (("value", 0), []), seen
+
+        # the device: DMA into a buffer the compiled map mapped, and none after its unmap
+        s.device.bus_master(True)
+        e = Edu(s)
+        src = s.dma_alloc(4096, iova=0x100000)
+        src.write(b"\x5a" * 4096)
+        e.dma(src.iova, EDU_BUF, 4096, to_ram=False)
+        m = dma.map(mem, iova)
+        assert type(dma._maps[iova][1]) is compiled.Export and dma._armed
+        e.dma(EDU_BUF, iova + 4096, 4096, to_ram=True)
+        assert mem[4096:] == b"\x5a" * 4096 and mem[:4096] == bytes(4096)
+        try:
+            mem.close()
+            raise AssertionError("a mapped buffer closed")
+        except BufferError:
+            pass
+        assert dma.unmap(m.iova) == 8192 and dma.mappings == [src.mapping]
+        mem[4096:] = bytes(4096)
+        e.dma(EDU_BUF, iova + 4096, 4096, to_ram=True)  # unmapped: the write goes nowhere
+        assert mem[4096:] == bytes(4096)
+        mem.close()  # unmapped: its export went with the record
+    spare.close(), ro.close()
+
+
 HIDE = ("import sys; sys.modules['vfioctl._speedups'] = None; import pytest; "
-        "from vfioctl.device import Region; from vfioctl.iova import PreparedMapping; "
+        "from vfioctl.device import Region; from vfioctl.iova import DmaSpace, PreparedMapping; "
         "assert Region.read is Region._py_read and PreparedMapping.map is PreparedMapping._py_map;"
-        " sys.exit(pytest.main(sys.argv[1:]))")
+        " assert DmaSpace.map is DmaSpace._py_map; sys.exit(pytest.main(sys.argv[1:]))")
 
 
 def test_without_the_extension_the_register_and_mapping_tests_pass(tmp_path):
-    """vfioctl as an install without a compiler has it: the same tests, in a pytest whose
-    import of the extension fails."""
+    """vfioctl as an install without a compiler has it: the same tests (registers, DMA maps by
+    the device, prepared mappings, lifetimes), in a pytest whose import of the extension
+    fails."""
     env = dict(os.environ, VFIOCTL_VM_WORKDIR=str(tmp_path))
     p = subprocess.run(
         [sys.executable, "-c", HIDE, "tests/vm/test_core.py", "tests/vm/test_dma_irq_reset.py",
-         "tests/vm/test_lifetimes.py", "-k", "(test_core or prepared or test_lifetimes) and not cli and not host_pattern",
+         "tests/vm/test_lifetimes.py", "-k",
+         "(test_core or prepared or test_lifetimes or dma_ram_to or map_errors or "
+         "close_unmaps or write_only_mappings) and not cli and not host_pattern",
          "--vm", "-p", "no:cacheprovider", *NO_UNUSED_PLUGINS, "-q"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     out = p.stdout + p.stderr
