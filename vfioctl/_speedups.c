@@ -393,6 +393,7 @@ typedef struct {
     PyObject *maps;         /* _maps: IOVA -> (Mapping, keepalive) */
     PyObject *owner;        /* the FdOwner whose _fd the ioctls take; NULL: the space itself */
     PyObject *mapping_cls;  /* iova.Mapping */
+    Py_ssize_t slot[4];     /* where its iova, length, readable and writable slots sit */
     unsigned long map_req, unmap_req;
     unsigned char mt[TEMPLATE_MAX], ut[TEMPLATE_MAX];  /* the structs, constant fields filled */
     Py_ssize_t mlen, ulen, m_flags, m_va, m_iova, m_len, u_iova, u_len;
@@ -452,21 +453,15 @@ static int kw_is(PyObject *name, PyObject *want)
 
 static void put64(unsigned char *at, uint64_t v) { memcpy(at, &v, 8); }
 
-/* A Mapping(iova, length, readable, writable), as its own __init__ fills it (object's
- * __setattr__, past the frozen dataclass's: into the instance's shared-key values, with no
- * dict of its own made) */
+/* A Mapping(iova, length, readable, writable), as its own __init__ fills it: its four slots */
 static PyObject *new_mapping(Space *self, PyObject *iova, PyObject *len, PyObject *r,
                              PyObject *w)
 {
     PyTypeObject *cls = (PyTypeObject *)self->mapping_cls;
-    PyObject *m = cls->tp_new(cls, empty, NULL);  /* object.__new__: its inline values too */
+    PyObject *m = cls->tp_alloc(cls, 0), *v[4] = {iova, len, r, w};
     if (!m) return NULL;
-    if (PyObject_GenericSetAttr(m, s_iova, iova) || PyObject_GenericSetAttr(m, s_length, len)
-        || PyObject_GenericSetAttr(m, s_readable, r)
-        || PyObject_GenericSetAttr(m, s_writable, w)) {
-        Py_DECREF(m);
-        return NULL;
-    }
+    for (int i = 0; i < 4; i++)
+        *(PyObject **)((char *)m + self->slot[i]) = Py_NewRef(v[i]);
     return m;
 }
 
@@ -620,7 +615,20 @@ static PyObject *space_arm(Space *self, PyObject *args)
             return NULL;
         }
     }
+    PyObject *names[4] = {s_iova, s_length, s_readable, s_writable};
+    Py_ssize_t slot[4];
+    for (int i = 0; i < 4; i++) {  /* the class's slot descriptors, as __slots__ made them */
+        PyObject *d = PyDict_GetItemWithError(((PyTypeObject *)cls)->tp_dict, names[i]);
+        if (!d || !Py_IS_TYPE(d, &PyMemberDescr_Type)
+            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "the Mapping class has no such slots");
+            return NULL;
+        }
+        slot[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
     self->armed = 0;
+    memcpy(self->slot, slot, sizeof slot);
     Py_XSETREF(self->owner, owner == (PyObject *)self ? NULL : Py_NewRef(owner));
     Py_XSETREF(self->mapping_cls, Py_NewRef(cls));
     self->map_req = map_req;
