@@ -114,6 +114,13 @@ def sysfs_bind(bdf: str, driver: str | None) -> None:
             from vfioctl.binding import vfio_users
             from vfioctl.pci import PciDevice
             users = vfio_users(PciDevice(bdf))
+            # another process may hold it a moment: udev's worker had edu's new cdev open at a
+            # fixture's teardown (6.12, 2026-12-08); this process's own fd fails at once
+            me, deadline = f"(pid {os.getpid()})", time.monotonic() + 10
+            while (users and not any(u.endswith(me) for u in users)
+                   and time.monotonic() < deadline):
+                time.sleep(0.1)
+                users = vfio_users(PciDevice(bdf))
             assert not users, f"{bdf} is still open by {users}: a leaked fd (a test's own?)"
         bounded_write(dev / "driver" / "unbind", bdf, f"unbind {bdf} from {driver_of(bdf)}")
     if driver is not None:
