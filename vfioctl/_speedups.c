@@ -188,16 +188,18 @@ typedef struct {
     int armed;
 } Prepared;
 
-/* the owner's fd, or -1 (closed, or not a plain int: Python's path decides) */
-static int owner_fd(Prepared *self)
+/* an FdOwner's fd, or -1 (closed, or not a plain int: Python's path decides) */
+static int fd_of(PyObject *owner)
 {
-    PyObject *o = PyObject_GetAttr(self->owner, s_fd);
+    PyObject *o = PyObject_GetAttr(owner, s_fd);
     long long fd = -1;
     if (!o || as_ll(o, &fd) || fd > INT32_MAX) fd = -1;
     Py_XDECREF(o);
-    PyErr_Clear();
+    if (fd < 0) PyErr_Clear();
     return (int)fd;
 }
+
+static int owner_fd(Prepared *self) { return fd_of(self->owner); }
 
 static int usable(Prepared *self)
 {
@@ -438,12 +440,7 @@ static int space_armed(Space *self)
 
 static int space_fd(Space *self)
 {
-    PyObject *o = PyObject_GetAttr(self->owner ? self->owner : (PyObject *)self, s_fd);
-    long long fd = -1;
-    if (!o || as_ll(o, &fd) || fd > INT32_MAX) fd = -1;
-    Py_XDECREF(o);
-    if (fd < 0) PyErr_Clear();
-    return (int)fd;
+    return fd_of(self->owner ? self->owner : (PyObject *)self);
 }
 
 static int kw_is(PyObject *name, PyObject *want)
